@@ -1,0 +1,1 @@
+"""One module per ``achilles`` subcommand (see ``lm_eval_achilles.cli``)."""

@@ -1,0 +1,222 @@
+"""Applying a neuron mask: forward hooks (a context manager) and folding into the weights.
+
+Masking neuron (module, c) replaces channel c of the module's output by ``scale * value`` (0 by default)
+at every position and every batch row, in prefill and in each KV-cache decoding step, because the hook
+fires on every forward call of the module. Tuple outputs have their first element masked. Index tensors
+are kept per device, so a model spread over several GPUs is masked on each output's own device.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import AchillesError
+from .mask import Neuron, distinct
+
+
+def resolve_modules(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    """Map module paths to modules; an unknown path is an error (never silently skipped)."""
+    table = dict(model.named_modules())
+    out = {}
+    for name in names:
+        if name not in table:
+            raise AchillesError(f"unknown module {name!r} (not in model.named_modules())")
+        out[name] = table[name]
+    return out
+
+
+def _first_tensor(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_first(output, tensor):
+    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+
+def output_sizes(model: nn.Module, names: Iterable[str]) -> dict[str, int]:
+    """Last-dimension size of each module's output, read from one tiny forward pass."""
+    modules = resolve_modules(model, names)
+    sizes: dict[str, int] = {}
+    handles = []
+    for name, module in modules.items():
+        def hook(_m, _inp, output, name=name):
+            t = _first_tensor(output)
+            if isinstance(t, torch.Tensor) and t.dim() >= 1:
+                sizes.setdefault(name, int(t.shape[-1]))
+        handles.append(module.register_forward_hook(hook))
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in modules:
+        if name not in sizes:
+            raise AchillesError(f"module {name!r} produced no tensor output in a forward pass; it cannot be masked")
+    return sizes
+
+
+def validate_neurons(model: nn.Module, neurons: Sequence[Neuron]) -> None:
+    """Every module must exist and every channel must be inside its output: nothing is silently unmasked."""
+    if not neurons:
+        return
+    sizes = output_sizes(model, {n.module for n in neurons})
+    for n in neurons:
+        if not 0 <= n.channel < sizes[n.module]:
+            raise AchillesError(
+                f"channel {n.channel} out of range for module {n.module!r} (output has {sizes[n.module]} channels)"
+            )
+
+
+def group_channels(neurons: Iterable[Neuron]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for n in distinct(neurons):
+        groups.setdefault(n.module, []).append(n.channel)
+    return groups
+
+
+class _PerDevice:
+    """One index tensor, copied lazily to whichever device an output lives on."""
+
+    def __init__(self, values):
+        self.cpu = torch.as_tensor(values)
+        self.copies: dict[torch.device, torch.Tensor] = {}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        t = self.copies.get(device)
+        if t is None:
+            t = self.copies[device] = self.cpu.to(device)
+        return t
+
+
+def _masking_hook(channels: list[int], scale: float):
+    index = _PerDevice(channels)
+
+    def hook(_module, inputs, output):
+        t = _first_tensor(output)
+        if not isinstance(t, torch.Tensor):
+            return output
+        idx = index.on(t.device)
+        # Write in place unless autograd needs the original or the output aliases an input
+        # (e.g. an identity/dropout module returning its input): then work on a copy.
+        aliased = any(isinstance(i, torch.Tensor) and i.data_ptr() == t.data_ptr() for i in inputs)
+        if t.requires_grad or aliased:
+            t = t.clone()
+        if scale == 0.0:
+            t.index_fill_(-1, idx, 0.0)
+        else:
+            t.index_copy_(-1, idx, t.index_select(-1, idx) * scale)
+        return _replace_first(output, t)
+
+    return hook
+
+
+@contextmanager
+def masked(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0, validate: bool = True) -> Iterator[None]:
+    """Mask ``neurons`` (same mask for every batch row) while the context is open; hooks always removed."""
+    if validate:
+        validate_neurons(model, neurons)
+    groups = group_channels(neurons)
+    modules = resolve_modules(model, groups)
+    handles = [modules[name].register_forward_hook(_masking_hook(ch, float(scale))) for name, ch in groups.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _row_hook(rows: torch.Tensor, scale: float):
+    mask = _PerDevice(rows)
+
+    def hook(_module, _inputs, output):
+        t = _first_tensor(output)
+        m = mask.on(t.device)
+        if t.shape[0] != m.shape[0]:
+            raise AchillesError(f"per-row mask has {m.shape[0]} rows but the batch has {t.shape[0]}")
+        m = m.view(m.shape[0], *([1] * (t.dim() - 2)), m.shape[1])
+        replacement = torch.zeros((), dtype=t.dtype, device=t.device) if scale == 0.0 else t * scale
+        return _replace_first(output, torch.where(m, replacement, t))
+
+    return hook
+
+
+@contextmanager
+def row_masked(
+    model: nn.Module, rows: Sequence[Sequence[Neuron]], scale: float = 0.0, validate: bool = True
+) -> Iterator[None]:
+    """A different mask per batch row: row i of every batch masks ``rows[i]``.
+
+    This is how stage 2 (and the subset study) evaluate many candidate sets in one batched forward.
+    """
+    union = distinct(n for row in rows for n in row)
+    if validate:
+        validate_neurons(model, union)
+    sizes = output_sizes(model, {n.module for n in union}) if union else {}
+    tables = {name: torch.zeros(len(rows), size, dtype=torch.bool) for name, size in sizes.items()}
+    for i, row in enumerate(rows):
+        for n in row:
+            tables[n.module][i, n.channel] = True
+    modules = resolve_modules(model, tables)
+    handles = [modules[name].register_forward_hook(_row_hook(t, float(scale))) for name, t in tables.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _foldable_params(module: nn.Module, name: str) -> list[nn.Parameter]:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() not in (1, 2):
+        raise AchillesError(
+            f"cannot fold a mask into {name!r} ({type(module).__name__}): it has no per-output-channel weight; use apply=hooks"
+        )
+    params = [weight]
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        params.append(bias)
+    return params
+
+
+def fold(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0, validate: bool = True) -> list:
+    """Write the mask into the weights (output row c of a Linear, entry c of a norm's weight/bias).
+
+    Returns the saved original values; pass them to :func:`unfold` to restore the weights bit for bit.
+    """
+    if validate:
+        validate_neurons(model, neurons)
+    groups = group_channels(neurons)
+    modules = resolve_modules(model, groups)
+    saved = []
+    with torch.no_grad():
+        for name, channels in groups.items():
+            params = _foldable_params(modules[name], name)
+            for p in params:
+                idx = torch.as_tensor(channels, device=p.device)
+                saved.append((p, idx, p.index_select(0, idx).clone()))
+            for p in params:
+                idx = torch.as_tensor(channels, device=p.device)
+                p.index_copy_(0, idx, p.index_select(0, idx) * scale)
+    return saved
+
+
+def unfold(saved: list) -> None:
+    with torch.no_grad():
+        for p, idx, values in reversed(saved):
+            p.index_copy_(0, idx, values)
+
+
+@contextmanager
+def folded(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0) -> Iterator[None]:
+    """The mask folded into the weights while the context is open; weights restored exactly afterwards."""
+    saved = fold(model, neurons, scale)
+    try:
+        yield
+    finally:
+        unfold(saved)

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real embedded model (loaded once per session) and a tiny random Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """SmolLM2-135M-Instruct (the embedded default model), float32 on the CPU."""
+    from lm_eval_achilles.loading import load_model
+
+    return load_model(None, dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded_path():
+    from lm_eval_achilles.embedded import embedded_model_path
+
+    return embedded_model_path()
+
+
+def make_tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 16, intermediate: int = 32, vocab: int = 64):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+                      max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture
+def tiny_llama():
+    return make_tiny_llama()
