@@ -1,0 +1,51 @@
+"""``achilles eval ARGS...``: exactly the ``lm_eval`` command line, with ``achilles_masked`` registered
+and this package's task_configs/ on the include path (in addition to any --include_path you give)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HELP = "run lm_eval (same arguments) with achilles_masked and the achilles tasks available"
+
+
+def task_configs_dir() -> Path:
+    """task_configs/ inside the installed package, or at the root of a source checkout."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here / "task_configs", here.parent / "task_configs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("task_configs/ not found next to the package")
+
+
+def add_arguments(p):
+    p.add_argument("lm_eval_args", nargs="*", help="arguments for lm_eval (see lm_eval --help)")
+
+
+def run_lm_eval(argv: list[str]) -> int:
+    from lm_eval.tasks import manager
+
+    from .. import lm_model  # noqa: F401  (registers achilles_masked)
+
+    ours = str(task_configs_dir())
+    original_init = manager.TaskManager.__init__
+
+    def init_with_our_tasks(self, *args, include_path=None, **kwargs):
+        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        original_init(self, *args, include_path=[ours, *paths], **kwargs)
+
+    manager.TaskManager.__init__ = init_with_our_tasks
+    from lm_eval.__main__ import cli_evaluate
+
+    sys.argv = ["lm_eval", *argv]
+    try:
+        cli_evaluate()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        manager.TaskManager.__init__ = original_init
+    return 0
+
+
+def run(args) -> int:
+    return run_lm_eval(list(args.lm_eval_args))
