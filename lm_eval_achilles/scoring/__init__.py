@@ -1,0 +1,16 @@
+"""Pure scoring functions for the paper's evaluation protocols (DESIGN.md sections 3.4 and 4).
+
+One module per concern, no lm-eval or torch imports at module level, so the scoring logic can be
+unit-tested on plain strings and reused outside lm-eval:
+
+- ``quality``    the two response-quality ("meaningful") filters, REFERENCE.md section 12
+- ``mmlu_pro``   prompt + strict "The answer is (X)" extraction
+- ``gpqa``       MD5-seeded choice shuffle + prompt + three-step extraction
+- ``humaneval``  code extraction
+- ``math500``    answer extraction (nested ``\\boxed{}``) + three-level grading with sympy under a time limit
+- ``simpleqa``   prompt, first-line answer, normalisation, contains/exact match
+- ``mgsm``       six-category reasoning score, numeric extraction, gold from ``answer_number``
+- ``ifeval``     lm-eval's official IFEval checkers + the quality filter, offline-safe NLTK handling
+- ``perplexity`` text selection, 512-token truncation spans and token-weighted perplexity
+- ``aggregate``  aggregation helpers shared by the lm-eval tasks
+"""
