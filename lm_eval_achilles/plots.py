@@ -55,3 +55,151 @@ def ppl_curves(
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    _pyplot().close(fig)
+    return out
+
+
+def layer_module_bars(
+    counts: Mapping[int, Mapping[str, int]],
+    n_layers: int,
+    out: str | Path,
+    title: str = "",
+    highlight: str = "down_proj",
+) -> Path:
+    """Critical neurons per layer, stacked by module kind (the bar half of the paper's Figure 2).
+
+    ``counts[layer][kind]`` is the number of critical neurons of module kind ``kind`` (e.g.
+    ``mlp.down_proj``) in ``layer``. Kinds containing ``highlight`` are blue, the rest orange shades,
+    as in the paper; every layer 0..n_layers-1 gets a slot so the position in depth is visible."""
+    plt = _pyplot()
+    kinds = sorted({k for per in counts.values() for k in per}, key=lambda k: (highlight not in k, k))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    layers = list(range(max(n_layers, max(counts, default=-1) + 1)))
+    bottom = [0] * len(layers)
+    others = ["#ff7f0e", "#ffbb78", "#d62728", "#8c564b", "#e377c2", "#bcbd22"]
+    j = 0
+    for kind in kinds:
+        heights = [counts.get(layer, {}).get(kind, 0) for layer in layers]
+        if highlight in kind:
+            color = "#1f77b4"
+        else:
+            color = others[j % len(others)]
+            j += 1
+        ax.bar(layers, heights, bottom=bottom, color=color, label=kind, width=0.8)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_xlim(-0.7, len(layers) - 0.3)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("critical neurons")
+    top = max(bottom, default=0)
+    ax.set_ylim(0, max(1, top) * 1.25)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    if title:
+        ax.set_title(title)
+    if kinds:
+        ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def answer_token_curve(
+    steps: Sequence[Mapping],
+    out: str | Path,
+    answer: str,
+    critical_n: int | None = None,
+    title: str = "",
+    top_k: int = 6,
+) -> Path:
+    """The paper's Figure 1 for one model: probability and rank of the answer token as neurons are
+    masked one by one (left), and the top next-token probabilities before masking and with the
+    critical set masked (right).
+
+    ``steps`` are dicts with ``n`` (neurons masked), ``prob``, ``rank`` (1 = top) and ``top`` (a list of
+    ``[token, prob]``, most probable first)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.8), gridspec_kw={"width_ratios": [1.5, 1, 1]})
+    ax = axes[0]
+    ns = [s["n"] for s in steps]
+    ax.plot(ns, [max(s["prob"], 1e-30) for s in steps], marker="o", color="#1f77b4", label=f"P({answer!r})")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of masked neurons")
+    ax.set_ylabel("probability (log)", color="#1f77b4")
+    ax2 = ax.twinx()
+    ax2.plot(ns, [s["rank"] for s in steps], marker="s", color="#d62728", label="rank")
+    ax2.set_yscale("log")
+    ax2.invert_yaxis()
+    ax2.set_ylabel("rank (1 = top, log)", color="#d62728")
+    if critical_n is not None:
+        ax.axvline(critical_n, color="gray", linestyle="--", label=f"critical set = {critical_n}")
+    ax.set_xticks(ns)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    ax.set_title(title or f"answer token {answer!r}", fontsize=10)
+    chosen = [steps[0]]
+    if critical_n is not None:
+        chosen += [s for s in steps if s["n"] == critical_n][:1]
+    else:
+        chosen.append(steps[-1])
+    for axis, step in zip(axes[1:], chosen):
+        top = list(step["top"])[:top_k]
+        labels = [repr(t)[1:-1] or "''" for t, _ in top][::-1]
+        probs = [p for _, p in top][::-1]
+        colors = ["#2ca02c" if t.strip() == answer.strip() else "#7f7f7f" for t, _ in top][::-1]
+        axis.barh(range(len(top)), probs, color=colors)
+        axis.set_yticks(range(len(top)))
+        axis.set_yticklabels(labels, fontsize=8)
+        axis.set_xlim(0, 1)
+        axis.set_xlabel("next-token probability")
+        axis.set_title(f"{step['n']} masked: P={step['prob']:.3g}, rank {step['rank']}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def comparison_bars(rows: Sequence[Mapping], out: str | Path, title: str = "") -> Path:
+    """Original vs masked score per task and metric (rows of ``comparison.json``). Perplexity-like rows
+    (log10 scale) get their own log-scaled panel; everything else shares a linear one."""
+    import math
+
+    plt = _pyplot()
+
+    def num(x):
+        try:
+            x = float(x)
+        except (TypeError, ValueError):
+            return float("nan")
+        return x
+
+    groups = [("score", [r for r in rows if r.get("scale") != "log10"]),
+              ("perplexity (log scale)", [r for r in rows if r.get("scale") == "log10"])]
+    groups = [(name, rs) for name, rs in groups if rs]
+    heights = [max(1.2, 0.32 * len(rs) + 0.8) for _, rs in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, sum(heights) + 0.6),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (name, rs) in zip(axes[:, 0], groups):
+        labels = [f"{r['task'].replace('achilles_', '')}: {r['metric']}" + ("" if r.get("filter", "none") == "none"
+                  else f" ({r['filter']})") for r in rs][::-1]
+        orig = [num(r.get("original")) for r in rs][::-1]
+        mask = [num(r.get("masked")) for r in rs][::-1]
+        y = list(range(len(rs)))
+        ax.barh([v + 0.2 for v in y], orig, height=0.4, color="#1f77b4", label="original")
+        ax.barh([v - 0.2 for v in y], mask, height=0.4, color="#d62728", label="masked")
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=8)
+        if "log" in name:
+            ax.set_xscale("log")
+        elif all(math.isnan(v) or 0 <= v <= 1 for v in orig + mask):
+            ax.set_xlim(0, 1)
+        ax.set_xlabel(name)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return _save(fig, out)
