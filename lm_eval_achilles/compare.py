@@ -212,8 +212,12 @@ def _aggregation(run: Run, task: str, metric: str) -> str | None:
             if isinstance(agg, str) and agg.isidentifier():
                 return agg
             if agg is not None:
-                return "custom"
-    return _DEFAULT_AGGREGATION.get(metric)
+                break  # a custom function (serialised as text): fall back on the metric's name
+    if metric in _DEFAULT_AGGREGATION:
+        return _DEFAULT_AGGREGATION[metric]
+    if "perplexity" in metric:  # e.g. this package's token_perplexity: (loglikelihood, tokens) pairs
+        return "weighted_perplexity"
+    return None
 
 
 def _kind(values: Sequence[Any]) -> str:
