@@ -1,0 +1,76 @@
+"""IFEval with lm-eval's official checkers + the quality filter; works without NLTK data files."""
+
+import pytest
+
+from lm_eval_achilles.scoring import ifeval
+
+
+def check(iid, response, prompt="p", **kwargs):
+    return ifeval.follow_instructions([iid], [kwargs], prompt, response)[0]
+
+
+def test_registry_loads_offline_and_reports_splitter():
+    assert "punctuation:no_comma" in ifeval.registry()
+    assert ifeval.sentence_splitter() in ("punkt_tab", "PunktSentenceTokenizer() (untrained, offline)")
+
+
+def test_no_comma():
+    assert check("punctuation:no_comma", "The sun is a bright star.")
+    assert not check("punctuation:no_comma", "The sun, a star, is bright.")
+
+
+def test_lowercase():
+    assert check("change_case:english_lowercase", "the dog ran home and slept all day long.")
+    assert not check("change_case:english_lowercase", "The dog ran home.")
+
+
+def test_number_words():
+    text = "Cats are small furry animals that like to sleep a lot during the day and hunt at night for fun."
+    assert check("length_constraints:number_words", text, relation="at least", num_words=15)
+    assert not check("length_constraints:number_words", text, relation="at least", num_words=50)
+    assert check("length_constraints:number_words", text, relation="less than", num_words=50)
+
+
+def test_number_sentences_needs_a_sentence_splitter():
+    text = "Apples are red. They taste sweet. People eat them."
+    assert check("length_constraints:number_sentences", text, relation="less than", num_sentences=5)
+    assert not check("length_constraints:number_sentences", text, relation="less than", num_sentences=3)
+    assert check("length_constraints:number_sentences", text, relation="at least", num_sentences=3)
+
+
+def test_capital_word_frequency_uses_word_tokenize():
+    text = "This is GREAT. It is VERY GOOD indeed."
+    assert check("change_case:capital_word_frequency", text, capital_relation="at least", capital_frequency=3)
+    assert not check("change_case:capital_word_frequency", text, capital_relation="less than", capital_frequency=3)
+
+
+def test_keywords_and_end_phrase_together():
+    ids = ["keywords:existence", "startend:end_checker"]
+    kwargs = [{"keywords": ["wave", "blue"], "end_phrase": None},
+              {"end_phrase": "Is there anything else I can help with?", "keywords": None}]
+    good = "The blue sea sends a wave to the shore. Is there anything else I can help with?"
+    assert ifeval.follow_instructions(ids, kwargs, "p", good) == [True, True]
+    assert ifeval.follow_instructions(ids, kwargs, "p", "The blue sea is calm.") == [False, False]
+
+
+def test_repeat_prompt_gets_the_prompt():
+    prompt = "Say hello. Then explain why."
+    assert check("combination:repeat_prompt", "Say hello. Then explain why. Hello because it is polite.",
+                 prompt=prompt, prompt_to_repeat=prompt)
+
+
+def test_meaningless_response_follows_nothing():
+    # would pass no_comma and lowercase, but the quality filter rejects it first
+    assert ifeval.follow_instructions(["punctuation:no_comma", "change_case:english_lowercase"], [{}, {}], "p",
+                                      "aaaaaaaaaaaa") == [False, False]
+
+
+def test_score_and_errors():
+    doc = {"prompt": "p", "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
+           "kwargs": [{}, {}]}
+    assert ifeval.score(doc, "the sun, it shines brightly today") == {
+        "prompt_level_strict_acc": 0.0, "inst_level_strict_acc": [0.0, 1.0], "meaningless_rate": 0.0}
+    with pytest.raises(ValueError, match="unknown IFEval instruction"):
+        ifeval.follow_instructions(["no:such"], [{}], "p", "some fine text here")
+    with pytest.raises(ValueError, match="2 instructions but 1 kwargs"):
+        ifeval.follow_instructions(["punctuation:no_comma"] * 2, [{}], "p", "some fine text here")

@@ -1,0 +1,131 @@
+import threading
+import time
+
+import pytest
+
+from lm_eval_achilles.scoring import math500
+from lm_eval_achilles.scoring.math500 import extract_answer, grade
+
+
+def test_prompt():
+    assert math500.build_prompt("What is 1+1?") == "Solve this math problem step by step:\n\nWhat is 1+1?\n\nSolution:"
+
+
+# ---- extraction -------------------------------------------------------------------------------------
+
+def test_nested_boxed_is_read_whole():
+    assert extract_answer(r"So the result is $\boxed{\frac{1}{2}}$.") == r"\frac{1}{2}"
+    assert extract_answer(r"\boxed{\left( 3, \frac{\pi}{2} \right)}") == r"\left( 3, \frac{\pi}{2} \right)"
+
+
+def test_last_boxed_wins_and_unbalanced_is_ignored():
+    assert extract_answer(r"\boxed{1} then \boxed{2}") == "2"
+    assert extract_answer(r"\boxed{3} and \boxed{\frac{1}{2}") == "3"
+
+
+def test_answer_phrase_pattern():
+    assert extract_answer("Thinking...\nThe final answer is 42.") == "42"
+    assert extract_answer("answer: 7\nmore") == "7"
+
+
+def test_therefore_pattern():
+    # pattern 3 has no match (no answer phrase), pattern 4 does
+    assert extract_answer("We add them.\nTherefore, x = 9.") == "x = 9"
+
+
+def test_dollar_pattern():
+    assert extract_answer("We get $x^2$, done") == "x^2"
+
+
+def test_trailing_number_patterns():
+    assert extract_answer("Adding gives 12") == "12"
+    assert extract_answer("Adding gives 3/4") == "3/4"
+
+
+def test_frac_pattern_builds_frac():
+    assert extract_answer(r"It equals \frac{3}{4} in lowest terms, trust me") == r"\frac{3}{4}"
+
+
+def test_expression_pattern_and_nothing():
+    assert extract_answer("We compute 2 + 3 here, trust me") == "2 + 3"
+    assert extract_answer("no digits at all") == ""
+    assert extract_answer("") == ""
+
+
+# ---- grading ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pred,gold,level", [
+    (r"\frac{1}{2}", r"\frac{1}{2}", "basic"),
+    ("0.5", r"\frac{1}{2}", "basic"),
+    (r"\dfrac12", r"\frac{1}{2}", "basic"),
+    ("1/2", r"\frac{1}{2}", "basic"),
+    (r"x = 5", "5", "basic"),
+    (r"90^\circ", "90", "basic"),
+    (r"10\%", "10", "basic"),
+    (r"\text{(C)}", "(C)", "basic"),
+    ("(1, 2)", "(1,2)", "basic"),
+    ("5 cm", "5", "advanced"),
+    ("12 inches", "12", "advanced"),
+    ("1,000", "1000", "advanced"),
+    (r"2\sqrt{2}", r"\sqrt{8}", "sympy"),
+    ("x^2+2x+1", "(x+1)^2", "sympy"),
+    ("(0.5, 3]", r"\left( \frac{1}{2}, 3 \right]", "sympy"),   # interval, element-wise
+])
+def test_equivalences(pred, gold, level):
+    g = grade(pred, gold)
+    assert g == math500.MathGrade(True, level)
+
+
+@pytest.mark.parametrize("pred,gold", [
+    ("3", "4"),
+    ("[1,2)", "(1,2)"),          # interval brackets must match
+    ("(1,2,3)", "(1,2)"),        # element counts must match
+    ("1.5", "1"),                # integer vs non-integer
+    ("", "5"),
+    ("5", ""),
+    ("x+y+z", "z+y+x+0*w"),      # more than two letters: sympy not allowed
+])
+def test_non_equivalences(pred, gold):
+    assert not grade(pred, gold).correct
+
+
+def test_sympy_time_limit_returns_false_quickly():
+    heavy = "(x+1)^9*(x+2)^9*(x+3)^9*(x+4)^9*(x+5)^9*(x+6)^9*(x+7)^9*(x+8)^9*(y+1)^9"
+    start = time.perf_counter()
+    assert math500.sympy_equal(heavy, "x", time_limit=0.05) is False
+    assert time.perf_counter() - start < 2.0
+
+
+def test_time_limit_interrupts_in_main_thread_and_worker_thread():
+    def spin():
+        end = time.perf_counter() + 5
+        while time.perf_counter() < end:
+            pass
+        return "finished"
+
+    start = time.perf_counter()
+    with pytest.raises(math500.SympyTimeout):
+        math500.run_with_time_limit(spin, 0.1)
+    assert time.perf_counter() - start < 1.0
+    assert math500.run_with_time_limit(lambda: 7, 1.0) == 7
+
+    box = {}
+
+    def in_thread():
+        try:
+            math500.run_with_time_limit(lambda: time.sleep(3), 0.1)
+        except math500.SympyTimeout:
+            box["timed_out"] = True
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join(2.0)
+    assert box.get("timed_out")
+
+
+def test_score_needs_meaningful_response():
+    assert math500.score("5", r"Adding, we get $\boxed{5}$.") == {"acc": 1.0, "extraction_rate": 1.0,
+                                                                  "meaningless_rate": 0.0}
+    # correct number but a run of 6 identical characters -> meaningless -> wrong
+    assert math500.score("5", "so...... \\boxed{5}")["acc"] == 0.0
+    assert math500.score("5", r"The result is \boxed{6}")["acc"] == 0.0

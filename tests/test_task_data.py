@@ -1,0 +1,102 @@
+"""Offline data loading: data_dir from metadata or the environment, and clear errors."""
+
+import json
+
+import pytest
+
+from lm_eval_achilles import task_data
+from lm_eval_achilles.task_data import TaskDataError
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", task_data.NAMES)
+def test_every_fixture_loads_in_its_hub_schema(name):
+    ds = task_data.load_task_dataset(name, data_dir=str(FIXTURES))
+    assert list(ds) == ["test"] and 3 <= len(ds["test"]) <= 10
+    for field in task_data.SOURCES[name].required:
+        assert field in ds["test"].features
+
+
+def test_ifeval_fixture_kwargs_are_none_filled():
+    rec = task_data.load_records("ifeval", data_dir=str(FIXTURES))[0]
+    assert len(rec["kwargs"][0]) == 24 and rec["kwargs"][0]["num_words"] is None
+
+
+def test_env_var_and_metadata_precedence(tmp_path, monkeypatch):
+    (tmp_path / "simpleqa.jsonl").write_text(json.dumps({"problem": "q?", "answer": "a", "metadata": "{}"}) + "\n")
+    monkeypatch.setenv(task_data.DATA_DIR_ENV, str(tmp_path))
+    assert task_data.load_records("simpleqa") == [{"problem": "q?", "answer": "a", "metadata": "{}"}]
+    assert len(task_data.load_records("simpleqa", data_dir=str(FIXTURES))) == 5
+
+
+def _write(tmp_path, name, text):
+    (tmp_path / f"{name}.jsonl").write_text(text)
+    return {"data_dir": str(tmp_path)}
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(TaskDataError, match=r"math500\.jsonl: no such file"):
+        task_data.load_records("math500", data_dir=str(tmp_path))
+
+
+def test_missing_dir(tmp_path):
+    with pytest.raises(TaskDataError, match="is not a directory"):
+        task_data.load_records("math500", data_dir=str(tmp_path / "nope"))
+
+
+def test_missing_field_names_file_line_and_field(tmp_path):
+    md = _write(tmp_path, "math500", json.dumps({"problem": "1+1", "answer": "2"}) + "\n"
+                + json.dumps({"problem": "2+2"}) + "\n")
+    with pytest.raises(TaskDataError, match=r"math500\.jsonl:2: field 'answer' is missing"):
+        task_data.load_records("math500", **md)
+
+
+def test_wrong_type_and_bad_json(tmp_path):
+    md = _write(tmp_path, "mmlu_pro", json.dumps({"question": "q", "options": "A,B", "answer": "A"}) + "\n")
+    with pytest.raises(TaskDataError, match="field 'options' must be a list, got str"):
+        task_data.load_records("mmlu_pro", **md)
+    md = _write(tmp_path, "mgsm_en", '{"question": "q", "answer_number": 3}\n{not json}\n')
+    with pytest.raises(TaskDataError, match=r"mgsm_en\.jsonl:2: not valid JSON"):
+        task_data.load_records("mgsm_en", **md)
+    md = _write(tmp_path, "mgsm_en", '["a list"]\n')
+    with pytest.raises(TaskDataError, match="expected a JSON object"):
+        task_data.load_records("mgsm_en", **md)
+
+
+def test_empty_file_and_ifeval_kwargs_mismatch(tmp_path):
+    md = _write(tmp_path, "c4", "\n\n")
+    with pytest.raises(TaskDataError, match="no records"):
+        task_data.load_records("c4", **md)
+    md = _write(tmp_path, "ifeval", json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["a", "b"],
+                                                "kwargs": [{}]}) + "\n")
+    with pytest.raises(TaskDataError, match="'kwargs' has 1 entries but 'instruction_id_list' has 2"):
+        task_data.load_records("ifeval", **md)
+
+
+def test_unknown_name():
+    with pytest.raises(TaskDataError, match="unknown task data"):
+        task_data.load_records("mmlu")
+
+
+def test_hub_failure_points_to_offline_use(monkeypatch):
+    import datasets
+
+    def boom(*args, **kwargs):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.delenv(task_data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+    with pytest.raises(TaskDataError, match=r"cannot load HuggingFaceH4/MATH-500 .*data_dir"):
+        task_data.load_records("math500")
+
+
+def test_ppl_dataset_selects_and_cuts(embedded_path):
+    ds = task_data.load_ppl_dataset("wikitext", data_dir=str(FIXTURES), pretrained=str(embedded_path))["test"]
+    assert len(ds) == 4                       # headings, blanks and the 50-character line are dropped
+    assert max(ds["ppl_scored"]) == 511       # the long text is cut at 512 tokens
+    ds = task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained=str(embedded_path),
+                                    ppl_max_docs=2)["test"]
+    assert len(ds) == 2
+    with pytest.raises(TaskDataError, match="cannot load the tokenizer"):
+        task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained="/no/such/model")
