@@ -61,16 +61,19 @@ def output_sizes(model: nn.Module, names: Iterable[str]) -> dict[str, int]:
     return sizes
 
 
-def validate_neurons(model: nn.Module, neurons: Sequence[Neuron]) -> None:
-    """Every module must exist and every channel must be inside its output: nothing is silently unmasked."""
+def validate_neurons(model: nn.Module, neurons: Sequence[Neuron], sizes: dict[str, int] | None = None) -> dict[str, int]:
+    """Every module must exist and every channel must be inside its output: nothing is silently unmasked.
+
+    Returns the output sizes (pass them on to :func:`row_masked` to save a forward pass)."""
     if not neurons:
-        return
-    sizes = output_sizes(model, {n.module for n in neurons})
+        return {}
+    sizes = sizes if sizes is not None else output_sizes(model, {n.module for n in neurons})
     for n in neurons:
         if not 0 <= n.channel < sizes[n.module]:
             raise AchillesError(
                 f"channel {n.channel} out of range for module {n.module!r} (output has {sizes[n.module]} channels)"
             )
+    return sizes
 
 
 def group_channels(neurons: Iterable[Neuron]) -> dict[str, list[int]]:
@@ -148,17 +151,18 @@ def _row_hook(rows: torch.Tensor, scale: float):
 
 @contextmanager
 def row_masked(
-    model: nn.Module, rows: Sequence[Sequence[Neuron]], scale: float = 0.0, validate: bool = True
+    model: nn.Module, rows: Sequence[Sequence[Neuron]], scale: float = 0.0, sizes: dict[str, int] | None = None
 ) -> Iterator[None]:
     """A different mask per batch row: row i of every batch masks ``rows[i]``.
 
     This is how stage 2 (and the subset study) evaluate many candidate sets in one batched forward.
+    ``sizes`` (from :func:`validate_neurons`) skips the validation forward pass when already done.
     """
     union = distinct(n for row in rows for n in row)
-    if validate:
-        validate_neurons(model, union)
-    sizes = output_sizes(model, {n.module for n in union}) if union else {}
-    tables = {name: torch.zeros(len(rows), size, dtype=torch.bool) for name, size in sizes.items()}
+    if sizes is None or any(n.module not in sizes for n in union):
+        sizes = validate_neurons(model, union)
+    used = {n.module for n in union}
+    tables = {name: torch.zeros(len(rows), sizes[name], dtype=torch.bool) for name in used}
     for i, row in enumerate(rows):
         for n in row:
             tables[n.module][i, n.channel] = True

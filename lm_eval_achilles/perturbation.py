@@ -43,10 +43,13 @@ def perturbation_scores(
             if not isinstance(t, torch.Tensor) or t.dim() != 3:
                 return None
             if not state["noisy"]:
-                clean[name] = t[0].float()
-                sums[name] = torch.zeros_like(clean[name])
+                clean[name] = t[0].detach().clone()
+                sums[name] = torch.zeros(t.shape[1:], dtype=torch.float32, device=t.device)
             elif name in clean:
-                sums[name] += (t.float() - clean[name]).abs_().sum(dim=0)
+                # |noisy - clean| summed over the batch: the difference in the model's dtype (as the
+                # authors' fp16 code), the L1 reduction fused and accumulated in float32
+                diff = torch.sub(t, clean[name])
+                sums[name] += torch.linalg.vector_norm(diff, ord=1, dim=0, dtype=torch.float32)
             return None
         return hook
 

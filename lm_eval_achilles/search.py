@@ -61,17 +61,21 @@ def greedy_search(
         raise ValueError("step must be >= 1")
     baseline = float(mean_nll(model, input_ids)[0])
     curve: list[tuple[int, float]] = [(0, baseline)]
-    sizes = []
+    prefixes: list[int] = []
     for s in range(1, max_steps + 1):
         n = min(s * step, len(ranking))
-        if sizes and n == sizes[-1]:
+        if prefixes and n == prefixes[-1]:
             break
-        sizes.append(n)
+        prefixes.append(n)
+    from .hooks import validate_neurons
+
+    sizes = validate_neurons(model, distinct(ranking[: prefixes[-1]])) if prefixes else {}
     found = None
-    with tqdm(total=len(sizes), desc="stage 2: greedy search", disable=not progress, unit="step") as bar:
-        for start in range(0, len(sizes), batch_size):
-            chunk = sizes[start:start + batch_size]
-            nlls = evaluate_sets(model, input_ids, [ranking[:n] for n in chunk], scale=scale, batch_size=batch_size)
+    with tqdm(total=len(prefixes), desc="stage 2: greedy search", disable=not progress, unit="step") as bar:
+        for start in range(0, len(prefixes), batch_size):
+            chunk = prefixes[start:start + batch_size]
+            nlls = evaluate_sets(model, input_ids, [ranking[:n] for n in chunk], scale=scale,
+                                 batch_size=batch_size, sizes=sizes)
             bar.update(len(chunk))
             curve.extend(zip(chunk, nlls))
             hits = [(n, v) for n, v in zip(chunk, nlls) if delta(v, baseline) >= epsilon]
@@ -83,7 +87,7 @@ def greedy_search(
         reason = "threshold"
     else:
         n, nll = curve[-1]
-        reason = "ranking_exhausted" if sizes and sizes[-1] == len(ranking) else "max_steps_reached"
+        reason = "ranking_exhausted" if prefixes and prefixes[-1] == len(ranking) else "max_steps_reached"
     return SearchResult(
         size=n if found is not None else 0,
         neurons=distinct(ranking[:n]) if found is not None else [],

@@ -37,9 +37,14 @@ def run_lm_eval(argv: list[str]) -> int:
     manager.TaskManager.__init__ = init_with_our_tasks
     from lm_eval.__main__ import cli_evaluate
 
+    from ..errors import AchillesError
+
     sys.argv = ["lm_eval", *argv]
     try:
         cli_evaluate()
+    except AchillesError as exc:
+        print(f"achilles: error: {exc}", file=sys.stderr)
+        return 2
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
