@@ -12,15 +12,14 @@ Every task sees its records as the ``test`` split (the hub split for IFEval and 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import AchillesError
 
-log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "ACHILLES_DATA_DIR"
 
@@ -177,8 +176,9 @@ def ppl_tokenizer(**metadata: Any):
     kwargs: dict[str, Any] = {}
     if not isinstance(name, (str, os.PathLike)) or is_embedded(str(name)):
         if name is None:
-            log.warning("perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with "
-                        "the embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": ...}' otherwise)")
+            warnings.warn("perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with the "
+                          "embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": NAME}' otherwise)",
+                          stacklevel=2)
         name = str(embedded_model_path())
     else:
         name = str(name)
