@@ -449,8 +449,10 @@ def format_test(row: dict[str, Any]) -> tuple[str, str]:
         if "ci_low" not in t:
             return "paired bootstrap", t.get("note", "n/a")
         level = f"{float(t.get('level', 0.95)):.0%}"
+        p = t.get("p_value")
+        ptxt = f"p < {1 / t['iters']:.1g}" if p == 0 and t.get("iters") else f"p = {fmt(p)}"
         return (f"paired bootstrap ({t.get('iters')}x)",
-                f"{what} {level} CI [{fmt(t['ci_low'])}, {fmt(t['ci_high'])}], p = {fmt(t.get('p_value'))}")
+                f"{what} {level} CI [{fmt(t['ci_low'])}, {fmt(t['ci_high'])}], {ptxt}")
     return "none", t.get("note", "")
 
 

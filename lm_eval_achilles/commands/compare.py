@@ -36,6 +36,7 @@ def settings_from_args(args):
 
     from ..compare import RunSettings
     from ..errors import AchillesError
+    from ..loading import default_device
 
     if not args.tasks:
         raise AchillesError("--tasks is required unless --original and --masked are given")
@@ -56,7 +57,8 @@ def settings_from_args(args):
         limit = int(limit) if limit >= 1 and float(limit).is_integer() else limit
     batch = args.batch_size if args.batch_size.startswith("auto") else int(args.batch_size)
     return RunSettings(tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], limit=limit, batch_size=batch,
-                       gen_kwargs=args.gen_kwargs, seed=args.seed, device=args.device, metadata=metadata,
+                       gen_kwargs=args.gen_kwargs, seed=args.seed, device=args.device or default_device(),
+                       metadata=metadata,
                        include_path=list(args.include_path), use_cache=not args.no_cache,
                        num_fewshot=args.num_fewshot, confirm_run_unsafe_code=args.confirm_run_unsafe_code)
 
@@ -69,7 +71,8 @@ def base_model_args(args) -> dict:
     dtype = args.dtype
     if dtype == "auto" and not str(device).startswith("cuda"):
         dtype = "float32"  # as lm_eval_achilles.loading: half precision is slow on a CPU
-    base = {"pretrained": args.model, "dtype": dtype, "device": device, "gguf_file": args.gguf_file}
+    # the device goes to lm-eval as its own argument (RunSettings.device), not inside model_args
+    base = {"pretrained": args.model, "dtype": dtype, "gguf_file": args.gguf_file}
     if args.trust_remote_code:
         base["trust_remote_code"] = True
     for key in ("scale", "apply"):
