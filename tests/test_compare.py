@@ -225,3 +225,21 @@ def test_model_args_of_the_two_conditions():
                                                               "mask": "mask.json", "top_n": 0}
     assert model_args_for(base, "mask.json", masked=True) == {"pretrained": "m", "dtype": "float32", "mask": "mask.json"}
     assert model_args_for(base, "mask.json", masked=True, top_n=3)["top_n"] == 3
+
+
+def test_cli_compares_two_existing_folders(two_runs, tmp_path, capsys):
+    from lm_eval_achilles.cli import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--original", str(two_runs[0]), "--masked", str(two_runs[1]), "--out", str(out),
+                 "--bootstrap-iters", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "qa" in printed and "p = 0.125" in printed
+    assert (out / "comparison.json").is_file() and (out / "comparison.md").is_file()
+    # only one folder, or mismatched runs: one error line, exit 2
+    assert main(["compare", "--original", str(two_runs[0]), "--out", str(out)]) == 2
+    assert "give both --original and --masked" in capsys.readouterr().err
+    other = write_run(tmp_path / "short", {"qa": [_record(i, {"acc": 1}) for i in range(3)]})
+    assert main(["compare", "--original", str(two_runs[0]), "--masked", str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("achilles: error: task qa: the runs did not score the same documents")
