@@ -9,7 +9,7 @@ HELP = "run a comparison/ablation study of the paper (methods, components, sensi
 
 
 def add_arguments(p):
-    p.add_argument("name", help="study name, or 'all'")
+    p.add_argument("name", help="study name, several separated by commas, or 'all'")
     add_model_arguments(p)
     p.add_argument("--out", required=True, help="output folder (one sub-folder per study)")
     p.add_argument("--text", default=None, help="probe text for ranking and the critical set (default: Bookends)")
@@ -63,7 +63,7 @@ def run(args) -> int:
     from ..studies.common import StudyContext
     from ._common import read_text
 
-    names = STUDIES if args.name == "all" else [args.name]
+    names = STUDIES if args.name == "all" else [n.strip() for n in args.name.split(",") if n.strip()]
     for n in names:
         get_study(n)  # unknown name -> one-line error before loading the model
     if args.samples < 1 or args.trials < 1 or args.max_steps < 1 or args.batch_size < 1:

@@ -136,6 +136,12 @@ class StudyContext:
         text = self.probe_text if text is None else text
         names = list(modules) if modules is not None else self.module_names()
         cfg = self.config(**overrides)
+        if (method == "perturbation" and text == self.probe_text and modules is None
+                and not set(overrides) & {"alpha", "samples", "seed", "batch_size"}):
+            from ..ranking import rank_scores  # same stage-1 run as stage1_scores(): computed once
+
+            key = ("ranking-stage1", cfg.k, cfg.granularity)
+            return self._cached(key, lambda: rank_scores(self.stage1_scores(), cfg.k, cfg.granularity))
         key = ("ranking", method, text, tuple(names), repr(sorted(vars(cfg).items())))
         return self._cached(key, lambda: get_ranker(method)(self.model, self.tokenizer, self.ids(text), names, cfg))
 

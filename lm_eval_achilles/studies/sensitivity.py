@@ -11,10 +11,10 @@ from .plots import panels
 from .texts import LENGTH_SERIES
 
 TITLE = "parameter sensitivity: α and K sweeps (paper Figure 4) and probe length (paper Figure 7)"
-ALPHAS = [1.0, 2.0, 3.0, 5.0, 8.0]
+ALPHAS = [1.0, 3.0, 5.0, 8.0]
 KS = [1, 5, 10, 25, 50, 100]
-PREFIX_TOKENS = [4, 8, 10, 16, 32]
-SWEEP_STEPS = 300
+PREFIX_TOKENS = [4, 10, 32]
+SWEEP_STEPS = 100
 
 
 def _locate_ids(ctx: StudyContext, ids, cap, **cfg):
