@@ -117,6 +117,9 @@ def save_mask(mask: MaskFile, path: str | os.PathLike) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(mask.to_json(), f, indent=1)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a mask file is an ordinary shared file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
