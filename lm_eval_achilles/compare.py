@@ -477,7 +477,9 @@ def text_table(comparison: dict[str, Any]) -> str:
     rows = []
     for r in comparison["rows"]:
         label = r["metric"] if r["filter"] == "none" else f"{r['metric']} ({r['filter']})"
-        _, result = format_test(r)
+        name, result = format_test(r)
+        short = {"mcnemar-exact": "McNemar ", "paired-bootstrap": "bootstrap "}.get(r["test"]["name"], "")
+        result = short + result
         rows.append((r["task"], label + _arrow(r["higher_is_better"]), str(r["n"]), fmt(r["original"]),
                      fmt(r["masked"]), _signed(r["difference"]), result))
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]

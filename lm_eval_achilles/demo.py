@@ -34,9 +34,9 @@ def default_data_dir() -> Path | None:
 class DemoConfig:
     out: Path = Path("achilles-demo")
     tasks: tuple[str, ...] = DEFAULT_TASKS
-    limit: int | None = 3
-    max_gen_toks: int | None = 48
-    batch_size: int = 8
+    limit: int | None = None  # all fixture documents (4-9 per task)
+    max_gen_toks: int | None = 50
+    batch_size: int = 64  # one batch per condition: few sequential decoding steps on a CPU
     data_dir: Path | None = None
     mask: Path | None = None  # reuse a mask instead of locating
     samples: int | None = None  # stage-1 noise samples (default: the paper's 100)
@@ -119,9 +119,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     original, masked = run_conditions({"dtype": "float32"}, mask_path, settings, out / "compare")
     timings["compare"] = time.perf_counter() - t
     comparison = compare_folders(original, masked, iters=cfg.bootstrap_iters, seed=cfg.seed)
-    notes = [f"demo settings: {cfg.limit} document(s) per task from {data_dir.name}/ (fixture data), generation "
-             f"capped at {cfg.max_gen_toks} new tokens (tasks' own: 50 for MMLU-Pro/GPQA/SimpleQA, 512 otherwise)"
-             if cfg.max_gen_toks else f"demo settings: {cfg.limit} document(s) per task from {data_dir.name}/"]
+    docs = f"{cfg.limit or 'all'} document(s) per task from {data_dir.name}/ (fixture data)"
+    notes = [f"demo settings: {docs}, generation capped at {cfg.max_gen_toks} new tokens (tasks' own: 50 for "
+             "MMLU-Pro/GPQA/SimpleQA, 512 otherwise)" if cfg.max_gen_toks else f"demo settings: {docs}"]
     cpaths = write_comparison(comparison, out / "compare", title="SmolLM2-135M-Instruct: original vs masked", notes=notes)
     timings["total"] = time.perf_counter() - t0
     result = DemoResult(mask_path=mask_path, report=report, comparison=comparison, comparison_paths=cpaths,
@@ -145,7 +145,7 @@ def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
              + ", ".join(f"`{m}` ch {c}" for m, c in crit["neurons"])
              + f"; probe perplexity {crit['baseline_ppl']:.4g} → {crit['masked_ppl']:.4g} (Δ = {crit['delta']:.2f}).",
              "",
-             f"Settings: tasks {', '.join(cfg.tasks)}; {cfg.limit} document(s) per task (fixture data); generation "
+             f"Settings: tasks {', '.join(cfg.tasks)}; {cfg.limit or 'all'} document(s) per task (fixture data); generation "
              f"capped at {cfg.max_gen_toks} new tokens; batch size {cfg.batch_size}; seed {cfg.seed}.",
              "",
              "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), "",

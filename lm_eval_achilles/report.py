@@ -139,23 +139,31 @@ def answer_token_steps(loaded, mask: MaskFile, n_max: int, question: str = FIGUR
 
 def responses(loaded, neurons: Sequence[Neuron], questions: Sequence[str] = QUESTIONS, max_new_tokens: int = 32,
               scale: float = 0.0) -> list[dict[str, str]]:
-    """Greedy answers to ``questions`` without and with ``neurons`` masked (the paper's Tables 7-9)."""
+    """Greedy answers to ``questions`` without and with ``neurons`` masked (the paper's Tables 7-9).
+
+    All questions go through ``generate`` as one left-padded batch per condition (the mask applies to
+    every row), so the table costs two generation calls."""
     import torch
 
     from .hooks import masked
 
     tok, model = loaded.tokenizer, loaded.model
-    rows = []
-    for q in questions:
-        ids = tok(chat_prompt(tok, q), return_tensors="pt").input_ids.to(loaded.device)
-        answers = []
-        for ns in ([], list(neurons)):
-            with torch.no_grad(), masked(model, ns, scale=scale):
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                     do_sample=False, pad_token_id=tok.pad_token_id)
-            answers.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
-        rows.append({"question": q, "original": answers[0], "masked": answers[1]})
-    return rows
+    prompts = [chat_prompt(tok, q) for q in questions]
+    side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(prompts, return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = side
+    ids = enc.input_ids.to(loaded.device)
+    attn = enc.attention_mask.to(loaded.device)
+    answers = []
+    for ns in ([], list(neurons)):
+        with torch.no_grad(), masked(model, ns, scale=scale):
+            out = model.generate(ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        answers.append([tok.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in out])
+    return [{"question": q, "original": a, "masked": b} for q, a, b in zip(questions, answers[0], answers[1])]
 
 
 # --------------------------------------------------------------------------- the page

@@ -12,7 +12,7 @@ def add_arguments(p):
     d = DemoConfig()
     p.add_argument("--out", default=str(d.out), help="output folder")
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="lm-eval tasks or groups")
-    p.add_argument("--limit", type=int, default=d.limit, help="documents per task (0 = all)")
+    p.add_argument("--limit", type=int, default=d.limit or 0, help="documents per task (0 = all)")
     p.add_argument("--max-gen-toks", type=int, default=d.max_gen_toks,
                    help="cap on new tokens per answer, for speed (0 = the tasks' own 50/512)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="lm-eval batch size")
