@@ -43,6 +43,8 @@ def ppl_curves(
     ax.set_yscale("log")
     if xlog:
         ax.set_xscale("symlog", linthresh=1)
+        if all(p[0] >= 0 for pts in curves.values() for p in pts):
+            ax.set_xlim(left=0)  # symlog would otherwise show an empty negative half
     ax.set_xlabel(xlabel)
     ax.set_ylabel("perplexity (log scale)")
     if title:

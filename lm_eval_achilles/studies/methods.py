@@ -61,7 +61,7 @@ def run(ctx: StudyContext) -> StudyResult:
                    f"{ctx.seed}..{ctx.seed + ctx.trials - 1})"])
     plot = "methods.png"
     crit = ctx.critical()
-    ppl_curves(curves, ctx.out / "methods" / plot, title=f"{ctx.loaded.display_name[:40]}: masking by ranking",
+    ppl_curves(curves, ctx.out / "methods" / plot, title="masking by ranking method (PPL on the evaluation text)",
                threshold_ppl=thr, critical_n=crit.size or None, xlog=True)
     findings = []
     for m in METHODS + ["random"]:

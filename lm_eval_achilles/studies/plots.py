@@ -36,6 +36,7 @@ def panels(specs: Sequence[Mapping], out, suptitle: str = "") -> Path:
             ax.set_yscale("log")
         if spec.get("xlog"):
             ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
         ax.set_xlabel(spec.get("xlabel", ""))
         ax.set_ylabel(spec.get("ylabel", ""))
         ax.set_title(spec.get("title", ""), fontsize=10)
