@@ -45,6 +45,7 @@ class DemoConfig:
     max_new_tokens: int = 32
     bootstrap_iters: int = 10_000
     progress: bool = True
+    command: str = "achilles demo"  # recorded in demo.md
 
 
 @dataclass
@@ -141,6 +142,7 @@ def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
     crit = rep["critical"]
     t = result.timings
     lines = ["# `achilles demo` — SmolLM2-135M-Instruct (embedded), CPU", "",
+             f"Command: `{cfg.command}`", "",
              f"Critical set: {len(crit['neurons'])} neuron(s): "
              + ", ".join(f"`{m}` ch {c}" for m, c in crit["neurons"])
              + f"; probe perplexity {crit['baseline_ppl']:.4g} → {crit['masked_ppl']:.4g} (Δ = {crit['delta']:.2f}).",

@@ -27,6 +27,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     import logging
+    import sys
     from pathlib import Path
 
     from ..compare import text_table
@@ -47,7 +48,8 @@ def run(args) -> int:
                      data_dir=Path(args.data_dir) if args.data_dir else None,
                      mask=Path(args.mask) if args.mask else None, samples=args.samples, seed=args.seed,
                      max_new_tokens=args.max_new_tokens, bootstrap_iters=args.bootstrap_iters,
-                     progress=not args.quiet)
+                     progress=not args.quiet, command=" ".join(["achilles", *sys.argv[1:]]) if
+                     sys.argv[1:2] == ["demo"] else "achilles demo")
     result = run_demo(cfg)
     print()
     print(f"Original vs masked ({len(result.comparison['rows'])} rows; {cfg.limit or 'all'} document(s) per task, "
