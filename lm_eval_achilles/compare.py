@@ -587,20 +587,24 @@ def model_args_for(base: dict[str, Any], mask_path: str | Path | None, masked: b
     return args
 
 
-def make_task_manager(settings: RunSettings):
+def make_task_manager(settings: RunSettings, model_args: dict[str, Any] | None = None):
     """A TaskManager over this package's tasks (+ ``include_path``). lm-eval's ~14 000 built-in task files
-    are indexed only when a requested task is not found among ours (indexing them takes 20-40 s on a CPU)."""
+    are indexed only when a requested task is not found among ours (indexing them takes 20-40 s on a CPU).
+
+    As ``simple_evaluate`` does when it builds the TaskManager itself, the model arguments are merged
+    into the task metadata (the perplexity tasks read ``pretrained`` from there for their tokenizer)."""
     from lm_eval.tasks import TaskManager
 
+    metadata = {k: v for k, v in (model_args or {}).items() if v is not None} | dict(settings.metadata or {})
     include = [str(p) for p in settings.include_path]
     own = task_dir()
     if own is not None and str(own) not in include:
         include.append(str(own))
     if include:
-        tm = TaskManager(include_path=include, include_defaults=False, metadata=settings.metadata or None)
+        tm = TaskManager(include_path=include, include_defaults=False, metadata=metadata or None)
         if all(t in tm.all_tasks for t in settings.tasks):
             return tm
-    return TaskManager(include_path=include or None, metadata=settings.metadata or None)
+    return TaskManager(include_path=include or None, metadata=metadata or None)
 
 
 def run_condition(model: str, model_args: dict[str, Any], settings: RunSettings, out_dir: str | Path,
@@ -614,7 +618,7 @@ def run_condition(model: str, model_args: dict[str, Any], settings: RunSettings,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    task_manager = task_manager or make_task_manager(settings)
+    task_manager = task_manager or make_task_manager(settings, model_args)
     tracker = EvaluationTracker(output_path=str(out_dir))
     if cache_path is not None:
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
@@ -642,12 +646,11 @@ def run_conditions(base_model_args: dict[str, Any], mask_path: str | Path, setti
     with its own cache file under ``out_dir/cache``. Returns the two folders."""
     out = Path(out_dir)
     folders = []
-    task_manager = make_task_manager(settings)
     for name, is_masked in (("original", False), ("masked", True)):
         folder = out / name
         if folder.exists() and any(folder.rglob("results_*.json")):
             raise AchillesError(f"{folder} already holds lm-eval results; choose a fresh --out folder")
         cache = out / "cache" / name if settings.use_cache else None
         args = model_args_for(base_model_args, mask_path, is_masked, top_n)
-        folders.append(run_condition(model, args, settings, folder, cache, task_manager))
+        folders.append(run_condition(model, args, settings, folder, cache))
     return folders[0], folders[1]

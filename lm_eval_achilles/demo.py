@@ -117,7 +117,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     t = time.perf_counter()
     settings = RunSettings(tasks=list(cfg.tasks), limit=cfg.limit, batch_size=cfg.batch_size, gen_kwargs=gen,
                            seed=cfg.seed, device="cpu", metadata={"data_dir": str(data_dir)})
-    original, masked = run_conditions({"dtype": "float32"}, mask_path, settings, out / "compare")
+    original, masked = run_conditions({"pretrained": "embedded", "dtype": "float32"}, mask_path, settings, out / "compare")
     timings["compare"] = time.perf_counter() - t
     comparison = compare_folders(original, masked, iters=cfg.bootstrap_iters, seed=cfg.seed)
     docs = f"{cfg.limit or 'all'} document(s) per task from {data_dir.name}/ (fixture data)"

@@ -72,7 +72,8 @@ def base_model_args(args) -> dict:
     if dtype == "auto" and not str(device).startswith("cuda"):
         dtype = "float32"  # as lm_eval_achilles.loading: half precision is slow on a CPU
     # the device goes to lm-eval as its own argument (RunSettings.device), not inside model_args
-    base = {"pretrained": args.model, "dtype": dtype, "gguf_file": args.gguf_file}
+    # "embedded" names the default model explicitly (the perplexity tasks then cut texts with its tokenizer)
+    base = {"pretrained": args.model or "embedded", "dtype": dtype, "gguf_file": args.gguf_file}
     if args.trust_remote_code:
         base["trust_remote_code"] = True
     for key in ("scale", "apply"):
