@@ -24,7 +24,7 @@ def _save(fig, out) -> Path:
 
 def panels(specs: Sequence[Mapping], out, suptitle: str = "") -> Path:
     """Side-by-side line plots. Each spec: ``title``, ``xlabel``, ``ylabel``, ``series`` {label: [(x, y)]},
-    optional ``hlines`` {label: y}, ``ylog``, ``xlog`` (symlog), ``annotate`` (label points with text)."""
+    optional ``hlines`` {label: y}, ``vlines`` {label: x}, ``ylog``, ``xlog`` (symlog), ``annotate`` (label points with text)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(specs), figsize=(4.6 * len(specs), 3.8), squeeze=False)
     for ax, spec in zip(axes[0], specs):
@@ -32,6 +32,8 @@ def panels(specs: Sequence[Mapping], out, suptitle: str = "") -> Path:
             ax.plot([p[0] for p in pts], [_finite(p[1]) for p in pts], marker="o", markersize=3, label=label)
         for i, (label, y) in enumerate(spec.get("hlines", {}).items()):
             ax.axhline(y, linestyle=":", color=f"C{(i + 3) % 10}", label=label)
+        for i, (label, x) in enumerate(spec.get("vlines", {}).items()):
+            ax.axvline(x, linestyle="--", color=f"C{(i + 6) % 10}", label=label)
         if spec.get("ylog"):
             ax.set_yscale("log")
         if spec.get("xlog"):

@@ -55,7 +55,7 @@ def run(ctx: StudyContext) -> StudyResult:
                      "yes" if same else "no"])
 
     def series(sweep, key):
-        return [(d[key], d["size"] if d["size"] is not None else float("nan")) for d in data[sweep]]
+        return sorted((d[key], d["size"] if d["size"] is not None else float("nan")) for d in data[sweep])
 
     plot = "sensitivity.png"
     ref_line = {f"reference = {ref.size}": ref.size} if ref.size else {}
@@ -67,7 +67,7 @@ def run(ctx: StudyContext) -> StudyResult:
         {"title": "probe length", "xlabel": "tokens (incl. BOS)", "ylabel": "critical-set size",
          "series": {"paper's Elara series": series("text_length", "tokens"),
                     "Bookends prefix": series("prefix_length", "tokens")},
-         "hlines": {**ref_line, "T_min = 10": float("nan")}},
+         "hlines": ref_line, "vlines": {"T_min = 10": 10}},
     ], ctx.out / "sensitivity" / plot)
 
     def summary(sweep):
