@@ -35,8 +35,8 @@ def main() -> int:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from lm_eval_achilles.lm_model import AchillesMaskedLM
-    from lm_eval_achilles.loading import default_device, resolve_pretrained
+    from lm_eval_achilles.harness.lm_model import AchillesMaskedLM
+    from lm_eval_achilles.models.loading import default_device, resolve_pretrained
 
     device = args.device or default_device()
     path = resolve_pretrained(args.pretrained)
@@ -49,7 +49,7 @@ def main() -> int:
     tm = TaskManager(include_path=str(HERE / "tasks"))
     tasks = args.tasks.split(",")
     times: dict[str, list[float]] = {name: [] for name in models}
-    for name, lm in models.items():  # warm-up
+    for lm in models.values():  # warm-up
         lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=2, verbosity="ERROR")
     for r in range(args.repeats):
         order = list(models) if r % 2 == 0 else list(reversed(models))

@@ -43,7 +43,7 @@ RANDOM_CONFIGS = {
 def random_llama(name, device, dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lm_eval_achilles.loading import LoadedModel
+    from lm_eval_achilles.models.loading import LoadedModel
 
     torch.manual_seed(0)
     dt = torch.bfloat16 if dtype == "auto" and str(device).startswith("cuda") else (
@@ -71,13 +71,13 @@ def main() -> int:
                     help="time a randomly initialised Llama of this size instead (speed only; no hub needed)")
     args = ap.parse_args()
 
-    from lm_eval_achilles.candidates import candidate_modules
     from lm_eval_achilles.defaults import PROBE_TEXT
-    from lm_eval_achilles.loading import load_model
-    from lm_eval_achilles.perplexity import encode
-    from lm_eval_achilles.perturbation import perturbation_scores
-    from lm_eval_achilles.ranking import rank_scores
-    from lm_eval_achilles.search import greedy_search
+    from lm_eval_achilles.locator.candidates import candidate_modules
+    from lm_eval_achilles.locator.perplexity import encode
+    from lm_eval_achilles.locator.perturbation import perturbation_scores
+    from lm_eval_achilles.locator.rankers import rank_scores
+    from lm_eval_achilles.locator.search import greedy_search
+    from lm_eval_achilles.models.loading import load_model
 
     if args.random_init:
         loaded = random_llama(args.random_init, args.device or ("cuda" if torch.cuda.is_available() else "cpu"), args.dtype)
@@ -96,13 +96,17 @@ def main() -> int:
     scores = None
     bare_forwards(model, ids, args.batch_size, args.batch_size, 5.0, 0)  # warm-up
     for _ in range(args.repeats):
-        sync(device); t = time.perf_counter()
+        sync(device)
+        t = time.perf_counter()
         bare_forwards(model, ids, args.samples, args.batch_size, 5.0, 42)
-        sync(device); bare_s.append(time.perf_counter() - t)
-        sync(device); t = time.perf_counter()
+        sync(device)
+        bare_s.append(time.perf_counter() - t)
+        sync(device)
+        t = time.perf_counter()
         scores = perturbation_scores(model, ids, modules, alpha=5.0, samples=args.samples, seed=42,
                                      batch_size=args.batch_size, progress=False)
-        sync(device); stage1_s.append(time.perf_counter() - t)
+        sync(device)
+        stage1_s.append(time.perf_counter() - t)
     t = time.perf_counter()
     ranking = rank_scores(scores, 10_000)
     rank_s = time.perf_counter() - t

@@ -1,7 +1,7 @@
 """Thin wiring between lm-eval's YAML tasks and the package's scoring code.
 
-All logic lives in ``lm_eval_achilles.scoring`` (pure, unit-tested functions) and
-``lm_eval_achilles.task_data`` (data loading); this file only adapts signatures. Imports are absolute
+All logic lives in ``lm_eval_achilles.harness.scoring`` (pure, unit-tested functions) and
+``lm_eval_achilles.harness.task_data`` (data loading); this file only adapts signatures. Imports are absolute
 because this folder is installed inside the wheel as ``lm_eval_achilles/task_configs``.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from lm_eval_achilles import task_data
-from lm_eval_achilles.scoring import aggregate, gpqa, humaneval, ifeval, math500, mgsm, mmlu_pro, simpleqa
-from lm_eval_achilles.scoring.perplexity import token_weighted_perplexity
+from lm_eval_achilles.harness import task_data
+from lm_eval_achilles.harness.scoring import aggregate, gpqa, humaneval, ifeval, math500, mgsm, mmlu_pro, simpleqa
+from lm_eval_achilles.harness.scoring.perplexity import token_weighted_perplexity
 
 # ---- data (lm-eval calls custom_dataset(**metadata), metadata = --metadata + model_args) ----------
 load_mmlu_pro = partial(task_data.load_task_dataset, "mmlu_pro")

@@ -5,21 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lm_eval_achilles.resources import sample_data_dir
+
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+FIXTURES = sample_data_dir()  # the documents shipped in the package (also what `achilles demo` uses)
 
 
 @pytest.fixture(scope="session")
 def embedded():
     """SmolLM2-135M-Instruct (the embedded default model), float32 on the CPU."""
-    from lm_eval_achilles.loading import load_model
+    from lm_eval_achilles.models.loading import load_model
 
     return load_model(None, dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def embedded_path():
-    from lm_eval_achilles.embedded import embedded_model_path
+    from lm_eval_achilles.models.embedded import embedded_model_path
 
     return embedded_model_path()
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lm_eval_achilles.cli import main
-from lm_eval_achilles.mask import FORMAT
+from lm_eval_achilles.locator.mask_file import FORMAT
 
 
 def _mask_doc(fingerprint, neurons):
@@ -23,7 +23,7 @@ def _mask_doc(fingerprint, neurons):
 
 @pytest.fixture(scope="module")
 def fingerprint(embedded):
-    from lm_eval_achilles.loading import fingerprint as fp
+    from lm_eval_achilles.models.loading import fingerprint as fp
 
     return fp(embedded.model)
 

@@ -11,15 +11,11 @@ import math
 
 import pytest
 
-from lm_eval_achilles.compare import (
-    compare_folders,
-    comparison_markdown,
-    load_run,
-    markdown_table,
-    model_args_for,
-    pair_task,
-    write_comparison,
-)
+from lm_eval_achilles.comparison.conditions import model_args_for
+from lm_eval_achilles.comparison.metrics import compare_folders
+from lm_eval_achilles.comparison.pairing import pair_task
+from lm_eval_achilles.comparison.runs import load_run
+from lm_eval_achilles.comparison.tables import comparison_markdown, markdown_table, write_comparison
 from lm_eval_achilles.errors import AchillesError
 
 DATE = "2026-01-01T00-00-00.000001"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lm_eval_achilles import embedded
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.models import embedded
 
 
 def test_cached_checkpoint_is_marked_and_loadable(embedded_path):
@@ -40,7 +40,7 @@ def test_corrupted_cache_is_not_trusted(tmp_path, monkeypatch):
 
 
 def test_unknown_model_path_is_a_clear_error():
-    from lm_eval_achilles.loading import load_model
+    from lm_eval_achilles.models.loading import load_model
 
     with pytest.raises(AchillesError, match="cannot load model"):
         load_model("/nonexistent/checkpoint", device="cpu")

@@ -21,8 +21,8 @@ CRITICAL = [["model.layers.11.mlp.down_proj", 507]]
 @pytest.fixture(scope="module")
 def critical_mask(tmp_path_factory, embedded):
     """A mask file for the embedded model whose critical set is the neuron the locator finds."""
-    from lm_eval_achilles.loading import fingerprint
-    from lm_eval_achilles.mask import FORMAT
+    from lm_eval_achilles.locator.mask_file import FORMAT
+    from lm_eval_achilles.models.loading import fingerprint
 
     ranking = CRITICAL + [["model.layers.28.mlp.down_proj", 507], ["model.layers.29.mlp.down_proj", 507]]
     doc = {
@@ -42,7 +42,7 @@ def _evaluate(model_args: dict, tasks=("achilles_test_rolling", "achilles_test_g
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import lm_eval_achilles.lm_model  # noqa: F401
+    import lm_eval_achilles.harness.lm_model  # noqa: F401
 
     out = lm_eval.simple_evaluate(
         model=model, model_args={"dtype": "float32", **model_args}, tasks=list(tasks), device="cpu",
@@ -106,7 +106,7 @@ def test_batch_size_and_fold_and_export(tmp_path, critical_mask):
 
 
 def test_locate_runs_once_then_cached(capfd):
-    from lm_eval_achilles.embedded import cache_dir
+    from lm_eval_achilles.models.embedded import cache_dir
 
     args = {"pretrained": "embedded", "locate": True, "locate_samples": 9, "locate_seed": 2024}
     before = set((cache_dir() / "locate").glob("*.json")) if (cache_dir() / "locate").is_dir() else set()
@@ -148,7 +148,7 @@ def test_use_cache_never_mixes_original_and_masked(tmp_path, critical_mask):
     ({"top_n": 3}, "needs a ranking"),
 ])
 def test_bad_model_args_fail_before_loading(args, message, critical_mask):
-    from lm_eval_achilles.lm_model import AchillesMaskedLM
+    from lm_eval_achilles.harness.lm_model import AchillesMaskedLM
 
     args = {k: (critical_mask if v == "MASK" else v) for k, v in args.items()}
     with pytest.raises(AchillesError, match=message):
@@ -156,7 +156,7 @@ def test_bad_model_args_fail_before_loading(args, message, critical_mask):
 
 
 def test_mask_for_another_model_is_refused(tmp_path, critical_mask):
-    from lm_eval_achilles.lm_model import AchillesMaskedLM
+    from lm_eval_achilles.harness.lm_model import AchillesMaskedLM
 
     doc = json.loads(Path(critical_mask).read_text())
     doc["model"]["fingerprint"] = "ffffffffffffffff"

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import make_tiny_llama
-from lm_eval_achilles.candidates import candidate_modules
-from lm_eval_achilles.rankers import (
-    RANKERS, RankerConfig, activation_scores, gradient_scores, keystone_scores, keystone_strengths, random_scores,
+from lm_eval_achilles.locator.candidates import candidate_modules
+from lm_eval_achilles.locator.rankers import (
+    RANKERS,
+    RankerConfig,
+    activation_scores,
+    gradient_scores,
+    keystone_scores,
+    keystone_strengths,
+    random_scores,
 )
 
 
@@ -190,8 +196,8 @@ def test_keystone_strengths_average_over_positions_and_prompts():
 
 
 def test_locate_accepts_every_ranker(tmp_path):
-    from lm_eval_achilles.loading import LoadedModel
-    from lm_eval_achilles.locate import locate
+    from lm_eval_achilles.locator.locate import locate
+    from lm_eval_achilles.models.loading import LoadedModel
 
     loaded = LoadedModel(make_tiny_llama(seed=0), CharTokenizer(), "tiny", "tiny")
     text = "the quick brown fox jumps over the lazy dog"

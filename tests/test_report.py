@@ -8,8 +8,8 @@ import json
 import pytest
 
 from lm_eval_achilles.cli import main
-from lm_eval_achilles.mask import Critical, MaskFile, ModelInfo, Neuron, RankedNeuron, save_mask
-from lm_eval_achilles.report import build_report, chat_prompt, layer_module_counts, layer_of, module_kind
+from lm_eval_achilles.locator.mask_file import Critical, MaskFile, ModelInfo, Neuron, RankedNeuron, save_mask
+from lm_eval_achilles.paper.report import build_report, chat_prompt, layer_module_counts, layer_of, module_kind
 
 #: The embedded model's critical neuron (see tests of locate), followed by arbitrary further entries.
 CRITICAL = ("model.layers.11.mlp.down_proj", 507)
@@ -61,7 +61,7 @@ def test_report_rejects_bad_mask(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_figure1_and_responses_on_the_embedded_model(embedded, tmp_path):
-    from lm_eval_achilles.loading import fingerprint
+    from lm_eval_achilles.models.loading import fingerprint
 
     mask = make_mask(fingerprint(embedded.model))
     paths = build_report(mask, tmp_path, loaded=embedded, model_name="SmolLM2", extra_steps=1, max_new_tokens=6,

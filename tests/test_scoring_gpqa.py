@@ -1,6 +1,6 @@
 import pytest
 
-from lm_eval_achilles.scoring import gpqa
+from lm_eval_achilles.harness.scoring import gpqa
 
 
 @pytest.mark.parametrize("rid,choices,expected,gold", [

@@ -1,4 +1,4 @@
-from lm_eval_achilles.scoring import humaneval
+from lm_eval_achilles.harness.scoring import humaneval
 
 
 def test_fenced_python_block():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lm_eval_achilles.scoring import ifeval
+from lm_eval_achilles.harness.scoring import ifeval
 
 
 def check(iid, response, prompt="p", **kwargs):

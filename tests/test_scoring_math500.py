@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from lm_eval_achilles.scoring import math500
-from lm_eval_achilles.scoring.math500 import extract_answer, grade
+from lm_eval_achilles.harness.scoring import math500
+from lm_eval_achilles.harness.scoring.math500 import extract_answer, grade
 
 
 def test_prompt():

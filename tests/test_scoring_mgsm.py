@@ -1,7 +1,7 @@
 import pytest
 
-from lm_eval_achilles.scoring import mgsm
-from lm_eval_achilles.scoring.aggregate import flat_mean, mean_over_flagged
+from lm_eval_achilles.harness.scoring import mgsm
+from lm_eval_achilles.harness.scoring.aggregate import flat_mean, mean_over_flagged
 
 
 @pytest.mark.parametrize("text,category", [

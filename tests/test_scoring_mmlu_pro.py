@@ -1,4 +1,4 @@
-from lm_eval_achilles.scoring import mmlu_pro
+from lm_eval_achilles.harness.scoring import mmlu_pro
 
 DOC = {"question": "What is 2 + 2?", "options": ["3", "5", "6", "4"], "answer": "D"}
 

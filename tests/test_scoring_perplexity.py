@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lm_eval_achilles.scoring.perplexity import scoring_span, select_texts, token_weighted_perplexity
+from lm_eval_achilles.harness.scoring.perplexity import scoring_span, select_texts, token_weighted_perplexity
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,13 @@
 
 import pytest
 
-from lm_eval_achilles.scoring.quality import SIMPLEQA, STANDARD, is_meaningful, is_meaningful_simpleqa, longest_run
+from lm_eval_achilles.harness.scoring.quality import (
+    SIMPLEQA,
+    STANDARD,
+    is_meaningful,
+    is_meaningful_simpleqa,
+    longest_run,
+)
 
 
 def test_longest_run():

@@ -1,4 +1,4 @@
-from lm_eval_achilles.scoring import simpleqa
+from lm_eval_achilles.harness.scoring import simpleqa
 
 
 def test_prompt():

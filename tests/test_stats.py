@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from lm_eval_achilles.comparison.stats import discordant, is_binary, mcnemar_exact, mcnemar_test, paired_bootstrap
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.stats import discordant, is_binary, mcnemar_exact, mcnemar_test, paired_bootstrap
 
 
 @pytest.mark.parametrize(

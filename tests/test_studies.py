@@ -7,18 +7,18 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_tiny_llama
 from test_rankers import CharTokenizer
-from lm_eval_achilles.hooks import masked
-from lm_eval_achilles.loading import LoadedModel
-from lm_eval_achilles.mask import Neuron
-from lm_eval_achilles.perplexity import delta, mean_nll
-from lm_eval_achilles.studies import STUDIES, run_study, write_index
-from lm_eval_achilles.studies.common import StudyContext, texts_nll
-from lm_eval_achilles.studies.components import component_groups
-from lm_eval_achilles.studies.subsets import all_subsets, prune_minimal, subset_nlls
-from lm_eval_achilles.studies.threshold import prefix_sizes
+
+from lm_eval_achilles.locator.mask_file import Neuron
+from lm_eval_achilles.locator.masking import masked
+from lm_eval_achilles.locator.perplexity import delta, mean_nll
+from lm_eval_achilles.models.loading import LoadedModel
+from lm_eval_achilles.paper.studies import STUDIES, run_study, write_index
+from lm_eval_achilles.paper.studies.common import StudyContext, texts_nll
+from lm_eval_achilles.paper.studies.components import component_groups
+from lm_eval_achilles.paper.studies.subsets import all_subsets, prune_minimal, subset_nlls
+from lm_eval_achilles.paper.studies.threshold import prefix_sizes
 
 TEXT = "the quick brown fox jumps over the lazy dog and runs far away"
 
@@ -59,7 +59,7 @@ def test_texts_nll_is_token_weighted():
 def test_prune_minimal_gives_minimal_set():
     model = make_tiny_llama(seed=3)
     ids = _ids(3)
-    start = [Neuron(f"model.layers.{l}.mlp.down_proj", c) for l in (0, 1) for c in range(16)]
+    start = [Neuron(f"model.layers.{layer}.mlp.down_proj", c) for layer in (0, 1) for c in range(16)]
     base = float(mean_nll(model, ids)[0])
     with masked(model, start):
         full = delta(float(mean_nll(model, ids)[0]), base)
@@ -75,7 +75,7 @@ def test_prune_minimal_gives_minimal_set():
 
 def test_component_groups_and_prefix_sizes():
     model = make_tiny_llama()
-    from lm_eval_achilles.candidates import candidate_modules
+    from lm_eval_achilles.locator.candidates import candidate_modules
 
     g = component_groups(candidate_modules(model))
     assert g["down_proj"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]

@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from lm_eval_achilles import task_data
-from lm_eval_achilles.task_data import TaskDataError
+from lm_eval_achilles.harness import task_data
+from lm_eval_achilles.harness.task_data import TaskDataError
+from lm_eval_achilles.resources import sample_data_dir
 
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+FIXTURES = sample_data_dir()  # the documents shipped in the package
 
 
 @pytest.mark.parametrize("name", task_data.NAMES)

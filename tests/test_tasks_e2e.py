@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from lm_eval_achilles.resources import sample_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+FIXTURES = sample_data_dir()  # the documents shipped in the package (also what `achilles demo` uses)
 TASK_DIR = ROOT / "task_configs"
 
 METRICS = {

@@ -1,0 +1,71 @@
+"""``achilles demo``: locate -> report -> compare on the embedded model, offline, a few minutes on a CPU."""
+
+from __future__ import annotations
+
+HELP = ("the main job end to end on the embedded SmolLM2-135M-Instruct, offline: locate, report, "
+        "original-vs-masked comparison on the packaged sample documents")
+
+
+def add_arguments(p):
+    from lm_eval_achilles.paper.demo import DEFAULT_TASKS, DemoConfig
+
+    d = DemoConfig()
+    p.add_argument("--out", default=str(d.out), help="output folder")
+    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="lm-eval tasks or groups")
+    p.add_argument("--limit", type=int, default=d.limit or 0, help="documents per task (0 = all)")
+    p.add_argument("--max-gen-toks", type=int, default=d.max_gen_toks,
+                   help="cap on new tokens per answer, for speed (0 = the tasks' own 50/512)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="lm-eval batch size (documents per forward/generate call)")
+    p.add_argument("--data-dir", default=None, help="folder of <name>.jsonl task documents (default: the sample documents shipped in the package)")
+    p.add_argument("--mask", default=None, help="reuse this mask file instead of locating")
+    p.add_argument("--samples", type=int, default=None, help="stage-1 noise samples K (default: the paper's 100)")
+    p.add_argument("--seed", type=int, default=d.seed, help="lm-eval and bootstrap seed")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="length of the before/after responses")
+    p.add_argument("--bootstrap-iters", type=int, default=d.bootstrap_iters)
+    p.add_argument("--quiet", action="store_true", help="no progress bars; lm-eval logs errors only")
+
+
+def run(args) -> int:
+    import logging
+    import sys
+    from pathlib import Path
+
+    from lm_eval_achilles.comparison.tables import text_table
+    from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.paper.demo import DemoConfig, run_demo
+
+    for name, value, low in (("--limit", args.limit, 0), ("--max-gen-toks", args.max_gen_toks, 0),
+                             ("--batch-size", args.batch_size, 1), ("--max-new-tokens", args.max_new_tokens, 1)):
+        if value < low:
+            raise AchillesError(f"{name} must be >= {low}, got {value}")
+    if args.samples is not None and args.samples < 1:
+        raise AchillesError(f"--samples must be >= 1, got {args.samples}")
+    if args.mask and not Path(args.mask).is_file():
+        raise AchillesError(f"mask file not found: {args.mask}")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
+    cfg = DemoConfig(out=Path(args.out), tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+                     limit=args.limit or None, max_gen_toks=args.max_gen_toks or None, batch_size=args.batch_size,
+                     data_dir=Path(args.data_dir) if args.data_dir else None,
+                     mask=Path(args.mask) if args.mask else None, samples=args.samples, seed=args.seed,
+                     max_new_tokens=args.max_new_tokens, bootstrap_iters=args.bootstrap_iters,
+                     progress=not args.quiet, command=" ".join(["achilles", *sys.argv[1:]]) if
+                     sys.argv[1:2] == ["demo"] else "achilles demo")
+    result = run_demo(cfg)
+    print()
+    print(f"Original vs masked ({len(result.comparison['rows'])} rows; {cfg.limit or 'all'} document(s) per task, "
+          f"generation capped at {cfg.max_gen_toks or 'the tasks’'} new tokens):")
+    print(text_table(result.comparison))
+    print()
+    print("plots:")
+    for key in ("phase_transition", "layers", "answer_token"):
+        if key in result.report:
+            print(f"  {result.report[key]}")
+    if "plot" in result.comparison_paths:
+        print(f"  {result.comparison_paths['plot']}")
+    print("pages:")
+    print(f"  {result.demo_md}")
+    print(f"  {result.report['md']}")
+    print(f"  {result.comparison_paths['md']}")
+    print(f"mask: {result.mask_path}")
+    print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items()))
+    return 0

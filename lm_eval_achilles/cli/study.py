@@ -1,0 +1,90 @@
+"""``achilles study NAME``: reproduce one of the paper's comparison/ablation studies (or ``all``)."""
+
+from __future__ import annotations
+
+from lm_eval_achilles import defaults
+from lm_eval_achilles.cli.common import add_model_arguments, load_from_args
+
+HELP = "run a comparison/ablation study of the paper (methods, components, sensitivity, probes, threshold, subsets, precision, scaling, all)"
+
+
+def add_arguments(p):
+    p.add_argument("name", help="study name, several separated by commas, or 'all'")
+    add_model_arguments(p)
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per study)")
+    p.add_argument("--text", default=None, help="probe text for ranking and the critical set (default: Bookends)")
+    p.add_argument("--text-file", default=None, help="read the probe text from a file")
+    p.add_argument("--eval-file", default=None,
+                   help="evaluation texts: a .jsonl file with a 'text' field per line, or a text file with "
+                        "paragraphs separated by blank lines (default: built-in WikiText-style paragraphs)")
+    p.add_argument("--alpha", type=float, default=defaults.ALPHA)
+    p.add_argument("--samples", type=int, default=defaults.SAMPLES)
+    p.add_argument("--seed", type=int, default=defaults.SEED)
+    p.add_argument("--epsilon", type=float, default=defaults.EPSILON)
+    p.add_argument("--trials", type=int, default=10, help="random-masking trials (paper: 10 in Fig. 3, 100 in Tables 12-14)")
+    p.add_argument("--max-steps", type=int, default=defaults.MAX_STEPS, help="stage-2 step cap")
+    p.add_argument("--modules", default=None, help="restrict candidate modules: globs or re:REGEX")
+    p.add_argument("--batch-size", type=int, default=8, help="masked sets per batched forward")
+    p.add_argument("--quick", action="store_true", help="small sweeps (smoke test), not the paper's grids")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _eval_texts(path):
+    import json
+    from pathlib import Path
+
+    from lm_eval_achilles.errors import AchillesError
+
+    p = Path(path)
+    if not p.is_file():
+        raise AchillesError(f"evaluation file not found: {p}")
+    raw = p.read_text()
+    if p.suffix == ".jsonl":
+        try:
+            texts = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise AchillesError(f"{p}: every line must be a JSON object with a 'text' field ({exc})") from exc
+    else:
+        texts = [t.strip() for t in raw.split("\n\n")]
+    texts = [t for t in texts if len(t.strip()) > 50]
+    if not texts:
+        raise AchillesError(f"{p}: no evaluation text longer than 50 characters")
+    return texts
+
+
+def run(args) -> int:
+    import shlex
+    import sys
+    import time
+    from pathlib import Path
+
+    from lm_eval_achilles.cli.common import read_text
+    from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.paper.studies import STUDIES, get_study, run_study, write_index
+    from lm_eval_achilles.paper.studies.common import StudyContext
+
+    names = STUDIES if args.name == "all" else [n.strip() for n in args.name.split(",") if n.strip()]
+    for n in names:
+        get_study(n)  # unknown name -> one-line error before loading the model
+    if args.samples < 1 or args.trials < 1 or args.max_steps < 1 or args.batch_size < 1:
+        raise AchillesError("--samples, --trials, --max-steps and --batch-size must be >= 1")
+    if args.epsilon <= 0:
+        raise AchillesError(f"--epsilon must be > 0, got {args.epsilon}")
+    loaded = load_from_args(args)
+    ctx = StudyContext(
+        loaded=loaded, out=Path(args.out), command="achilles " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        probe_text=read_text(args), alpha=args.alpha, samples=args.samples, seed=args.seed, epsilon=args.epsilon,
+        trials=args.trials, batch_size=args.batch_size, max_steps=args.max_steps, modules=args.modules,
+        quick=args.quick, progress=not args.quiet,
+    )
+    if args.eval_file:
+        ctx.eval_texts = _eval_texts(args.eval_file)
+    seconds = {}
+    for n in names:
+        start = time.perf_counter()
+        folder = run_study(n, ctx)
+        seconds[n] = time.perf_counter() - start
+        print(f"study {n}: wrote {folder}/README.md ({seconds[n]:.0f} s)", flush=True)
+    if len(names) > 1:
+        print(f"index: {write_index(ctx, names, seconds)}")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per ``achilles`` subcommand (see ``lm_eval_achilles.cli``)."""

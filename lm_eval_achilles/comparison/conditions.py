@@ -1,0 +1,111 @@
+"""Running both conditions: the unmasked original (``top_n=0``) and the masked model, through the lm-eval
+model ``achilles_masked`` with identical settings (tasks, limit, seeds, batch size, generation settings),
+each into its own output folder and its own ``--use_cache`` file, with ``--log_samples`` on. The folders
+look exactly like ``lm_eval --output_path DIR --log_samples`` ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.resources import task_configs_dir
+
+
+@dataclass
+class RunSettings:
+    """Everything both conditions share (so they are evaluated identically)."""
+
+    tasks: list[str]
+    limit: int | float | None = None
+    batch_size: int | str = 1
+    gen_kwargs: str | None = None
+    seed: int = 1234
+    device: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    include_path: list[str] = field(default_factory=list)
+    use_cache: bool = True
+    num_fewshot: int | None = None
+    confirm_run_unsafe_code: bool = False
+
+
+def model_args_for(base: dict[str, Any], mask_path: str | Path | None, masked: bool, top_n: int | None = None) -> dict[str, Any]:
+    """``achilles_masked`` arguments of one condition: the original is ``top_n=0`` (unmasked)."""
+    args = {k: v for k, v in base.items() if v is not None}
+    if mask_path is not None:
+        args["mask"] = str(mask_path)
+    if not masked:
+        args["top_n"] = 0
+    elif top_n is not None:
+        args["top_n"] = int(top_n)
+    return args
+
+
+def make_task_manager(settings: RunSettings, model_args: dict[str, Any] | None = None):
+    """A TaskManager over this package's tasks (+ ``include_path``). lm-eval's ~14 000 built-in task files
+    are indexed only when a requested task is not found among ours (indexing them takes 20-40 s on a CPU).
+
+    As ``simple_evaluate`` does when it builds the TaskManager itself, the model arguments are merged
+    into the task metadata (the perplexity tasks read ``pretrained`` from there for their tokenizer)."""
+    from lm_eval.tasks import TaskManager
+
+    metadata = {k: v for k, v in (model_args or {}).items() if v is not None} | dict(settings.metadata or {})
+    include = [str(p) for p in settings.include_path]
+    own = task_configs_dir()
+    if str(own) not in include:
+        include.append(str(own))
+    if include:
+        tm = TaskManager(include_path=include, include_defaults=False, metadata=metadata or None)
+        if all(t in tm.all_tasks for t in settings.tasks):
+            return tm
+    return TaskManager(include_path=include or None, metadata=metadata or None)
+
+
+def run_condition(model: str, model_args: dict[str, Any], settings: RunSettings, out_dir: str | Path,
+                  cache_path: str | Path | None, task_manager=None) -> Path:
+    """One ``lm_eval`` run (in process) with ``--log_samples``, saved exactly like the lm_eval CLI saves it."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+
+    if model == "achilles_masked":
+        from lm_eval_achilles.harness import lm_model  # noqa: F401  (registers achilles_masked)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task_manager = task_manager or make_task_manager(settings, model_args)
+    tracker = EvaluationTracker(output_path=str(out_dir))
+    if cache_path is not None:
+        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+    results = lm_eval.simple_evaluate(
+        model=model, model_args=dict(model_args), tasks=list(settings.tasks), num_fewshot=settings.num_fewshot,
+        batch_size=settings.batch_size, device=settings.device, limit=settings.limit,
+        use_cache=str(cache_path) if cache_path is not None else None, log_samples=True,
+        evaluation_tracker=tracker, gen_kwargs=settings.gen_kwargs, task_manager=task_manager,
+        random_seed=settings.seed, numpy_random_seed=settings.seed, torch_random_seed=settings.seed,
+        fewshot_random_seed=settings.seed, confirm_run_unsafe_code=settings.confirm_run_unsafe_code,
+        metadata=settings.metadata or None,
+    )
+    if results is None:
+        raise AchillesError("lm-eval returned no results")
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    return out_dir
+
+
+def run_conditions(base_model_args: dict[str, Any], mask_path: str | Path, settings: RunSettings,
+                   out_dir: str | Path, model: str = "achilles_masked", top_n: int | None = None) -> tuple[Path, Path]:
+    """Evaluate the original and the masked model into ``out_dir/original`` and ``out_dir/masked``, each
+    with its own cache file under ``out_dir/cache``. Returns the two folders."""
+    out = Path(out_dir)
+    folders = []
+    for name, is_masked in (("original", False), ("masked", True)):
+        folder = out / name
+        if folder.exists() and any(folder.rglob("results_*.json")):
+            raise AchillesError(f"{folder} already holds lm-eval results; choose a fresh --out folder")
+        cache = out / "cache" / name if settings.use_cache else None
+        args = model_args_for(base_model_args, mask_path, is_masked, top_n)
+        folders.append(run_condition(model, args, settings, folder, cache))
+    return folders[0], folders[1]

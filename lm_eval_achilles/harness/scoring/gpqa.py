@@ -1,0 +1,109 @@
+"""GPQA-Diamond protocol (REFERENCE.md section 6): MD5-seeded shuffle, prompt, three-step extraction.
+
+The choice order of each question is fixed by the MD5 of its ``Record ID``: the first 8 hex digits
+seed Python's Mersenne Twister, which shuffles ``[correct, incorrect 1, 2, 3]``. Reproducing the
+exact order matters because the fallback extractors (a lone letter, a digit anywhere) are biased
+towards A -- a different order would change the baseline score.
+
+Following the paper (DESIGN.md section 4), the standard quality filter runs *before* extraction:
+a meaningless response is wrong. ``acc`` uses all three extraction steps; ``acc_strict`` counts only
+answers given in the "The answer is (X)" format (no lone-letter or digit fallbacks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lm_eval_achilles.harness.scoring.quality import is_meaningful
+
+LETTERS = "ABCD"
+INSTRUCTION = '\n\nPlease provide your answer as "The answer is (X)" where X is the correct option letter.'
+ANSWER_IS_RE = re.compile(r"ANSWER IS \(?([ABCD])\)?")
+
+
+def shuffle_seed(record_id: str) -> int:
+    """``int(md5(record_id).hexdigest()[:8], 16)`` -- the first four digest bytes, big-endian."""
+    return int(hashlib.md5(record_id.encode("utf-8")).hexdigest()[:8], 16) % (2 ** 32)
+
+
+def shuffle_choices(record_id: str, choices: Sequence[str]) -> list[str]:
+    """The reference order: ``random.Random(seed).shuffle`` of a copy (same as seeding the global RNG)."""
+    out = list(choices)
+    random.Random(shuffle_seed(record_id)).shuffle(out)
+    return out
+
+
+def record_id(doc: Mapping[str, Any]) -> str:
+    """``Record ID``; without one, a stable stand-in (the reference used Python's salted ``hash``,
+    which differs between processes, so no order could be reproduced anyway)."""
+    rid = doc.get("Record ID")
+    if rid:
+        return str(rid)
+    return "default_" + hashlib.md5(str(doc["Question"]).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Shuffled:
+    choices: list[str]
+    gold: int
+
+
+def prepare(doc: Mapping[str, Any]) -> Shuffled:
+    """Strip the four answers, drop empty ones, shuffle, and locate the correct one."""
+    correct = str(doc["Correct Answer"]).strip()
+    raw = [correct] + [str(doc.get(f"Incorrect Answer {i}") or "").strip() for i in (1, 2, 3)]
+    choices = [c for c in raw if c]
+    if len(choices) < 2 or not correct:
+        raise ValueError(f"GPQA record {record_id(doc)!r} has fewer than two non-empty answers")
+    shuffled = shuffle_choices(record_id(doc), choices)
+    return Shuffled(shuffled, shuffled.index(correct))
+
+
+def build_prompt(question: str, choices: Sequence[str]) -> str:
+    options = ("Options:\n" + "".join(f"({L}) {c}\n" for L, c in zip(LETTERS, choices[:4]))).strip()
+    return f"Question: {question}\n\n" + options + INSTRUCTION
+
+
+@dataclass(frozen=True)
+class Extraction:
+    index: int
+    #: "answer_is", "letter", "digit" or "none"
+    method: str
+
+
+def extract_choice(response: str, n_choices: int = 4) -> Extraction:
+    """Three steps on the upper-cased response, first hit wins.
+
+    1. ``ANSWER IS (X)`` (single literal spaces);
+    2. any standalone letter among the first ``min(n, 4)`` of ABCD (this also catches the article
+       "a" after upper-casing -- reference behaviour, kept because it is the paper's fallback);
+    3. the digit ``"1"``..``"n"`` appearing anywhere, tried in that order ("Step 1" -> A).
+    """
+    r = (response or "").strip().upper()
+    k = min(n_choices, 4)
+    hit = ANSWER_IS_RE.findall(r)
+    if hit:
+        return Extraction(ord(hit[0]) - ord("A"), "answer_is")
+    hit = re.findall(r"\b([" + LETTERS[:k] + r"])\b", r)
+    if hit:
+        return Extraction(ord(hit[0]) - ord("A"), "letter")
+    for i in range(k):
+        if str(i + 1) in r:
+            return Extraction(i, "digit")
+    return Extraction(-1, "none")
+
+
+def score(choices: Sequence[str], gold: int, response: str) -> dict[str, float]:
+    meaningful = is_meaningful(response)
+    ext = extract_choice(response, len(choices)) if meaningful else Extraction(-1, "none")
+    ok = 0 <= ext.index < len(choices) and ext.index == gold
+    return {
+        "acc": float(ok),
+        "acc_strict": float(ok and ext.method == "answer_is"),
+        "meaningless_rate": float(not meaningful),
+    }

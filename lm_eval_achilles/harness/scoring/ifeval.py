@@ -1,0 +1,135 @@
+"""IFEval protocol (paper appendix A.3, DESIGN.md section 4): lm-eval's official instruction checkers,
+strict mode only, behind the standard quality filter.
+
+The reference code used home-made checkers (REFERENCE.md section 5, bug list 15.8); this project uses
+the official registry shipped with lm-eval (``lm_eval.tasks.ifeval.instructions_registry``) so that
+the numbers mean what IFEval numbers usually mean -- except that a response failing the standard
+quality filter follows no instruction, as the paper specifies.
+
+Offline hazard (DESIGN.md section 5): importing lm-eval's ``instructions_util`` calls
+``nltk.download("punkt_tab")``, and the sentence-count and capital-word checkers need that resource.
+When ``punkt_tab`` is not installed, this module skips the download attempt (no network access from a
+scoring function) and gives the checkers a parameter-free ``PunktSentenceTokenizer()``, which needs
+no data files. :func:`sentence_splitter` says which one is in use. Install the real one with
+``python -m nltk.downloader punkt_tab`` to get exactly the official behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lm_eval_achilles.harness.scoring.quality import is_meaningful
+
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {}
+
+
+def _punkt_tab_installed() -> bool:
+    import nltk
+
+    try:
+        nltk.data.find("tokenizers/punkt_tab")
+        return True
+    except LookupError:
+        return False
+
+
+class _NltkWithOfflineWordTokenize:
+    """Stands in for the ``nltk`` module inside lm-eval's ``instructions_util`` only: everything is
+    the real module except ``word_tokenize``, which splits sentences with an untrained Punkt model."""
+
+    def __init__(self, real, word_tokenize):
+        self._real = real
+        self.word_tokenize = word_tokenize
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _install_offline_tokenizers(util) -> None:
+    import nltk
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    splitter = PunktSentenceTokenizer()
+    words = NLTKWordTokenizer()
+
+    def word_tokenize(text: str, language: str = "english", preserve_line: bool = False) -> list[str]:
+        # same structure as nltk.word_tokenize: sentences first, then Treebank-style words
+        sentences = [text] if preserve_line else splitter.tokenize(text)
+        return [tok for sent in sentences for tok in words.tokenize(sent)]
+
+    util._get_sentence_tokenizer = lambda: splitter
+    util.nltk = _NltkWithOfflineWordTokenize(nltk, word_tokenize)
+
+
+def registry():
+    """lm-eval's ``INSTRUCTION_DICT``, imported once, offline-safe."""
+    with _LOCK:
+        if "registry" in _STATE:
+            return _STATE["registry"]
+        import langdetect
+        import nltk
+
+        installed = _punkt_tab_installed()
+        if installed:
+            from lm_eval.tasks.ifeval import instructions_registry, instructions_util  # noqa: F401
+        else:
+            original = nltk.download
+            nltk.download = lambda *args, **kwargs: False  # lm-eval would try the network at import
+            try:  # and would then print "Downloaded punkt_tab" although nothing was downloaded
+                with contextlib.redirect_stdout(io.StringIO()):
+                    from lm_eval.tasks.ifeval import instructions_registry, instructions_util
+            finally:
+                nltk.download = original
+            _install_offline_tokenizers(instructions_util)
+        # langdetect is randomised unless seeded; seed it so language checks are reproducible
+        langdetect.DetectorFactory.seed = 0
+        _STATE["splitter"] = "punkt_tab" if installed else "PunktSentenceTokenizer() (untrained, offline)"
+        _STATE["registry"] = instructions_registry.INSTRUCTION_DICT
+        return _STATE["registry"]
+
+
+def sentence_splitter() -> str:
+    """Which sentence splitter the checkers use (after :func:`registry` ran)."""
+    registry()
+    return _STATE["splitter"]
+
+
+def follow_instructions(instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any] | None],
+                        prompt: str, response: str) -> list[bool]:
+    """Strict check of each instruction on the stripped response.
+
+    ``None`` kwargs (the hub schema fills every unused key with None) are dropped before building the
+    checker; an instruction that takes the prompt gets it. A meaningless response follows nothing.
+    """
+    table = registry()
+    if len(kwargs_list) != len(instruction_ids):
+        raise ValueError(f"IFEval record has {len(instruction_ids)} instructions but {len(kwargs_list)} kwargs")
+    text = (response or "").strip()
+    if not is_meaningful(text):
+        return [False] * len(instruction_ids)
+    out = []
+    for iid, kwargs in zip(instruction_ids, kwargs_list):
+        if iid not in table:
+            raise ValueError(f"unknown IFEval instruction id {iid!r}")
+        checker = table[iid](iid)
+        checker.build_description(**{k: v for k, v in (kwargs or {}).items() if v is not None})
+        args = checker.get_instruction_args()
+        if args and "prompt" in args:
+            checker.build_description(prompt=prompt)
+        out.append(bool(checker.check_following(text)))
+    return out
+
+
+def score(doc: Mapping[str, Any], response: str) -> dict[str, object]:
+    followed = follow_instructions(doc["instruction_id_list"], doc["kwargs"], doc["prompt"], response)
+    return {
+        "prompt_level_strict_acc": float(all(followed)),
+        "inst_level_strict_acc": [float(x) for x in followed],
+        "meaningless_rate": float(not is_meaningful(response)),
+    }

@@ -1,0 +1,216 @@
+"""Data for the lm-eval tasks in ``task_configs/`` (DESIGN.md section 3.4).
+
+Default: the hub datasets the paper used (``datasets.load_dataset``). Offline: with lm-eval
+``--metadata '{"data_dir": "DIR"}'`` (or the environment variable ``ACHILLES_DATA_DIR``) every task
+reads ``DIR/<name>.jsonl`` instead -- one JSON object per line, in the hub dataset's own field names,
+so a local copy is just the hub split exported with ``Dataset.to_json``. Malformed files fail early
+with the file, line and field named, instead of a KeyError deep inside lm-eval.
+
+Every task sees its records as the ``test`` split (the hub split for IFEval and GPQA is ``train``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm_eval_achilles.errors import AchillesError
+
+DATA_DIR_ENV = "ACHILLES_DATA_DIR"
+
+
+class TaskDataError(AchillesError):
+    """A task's data file is missing or does not have the hub dataset's fields."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    path: str
+    name: str | None
+    split: str
+    data_files: dict[str, str] | None = None
+    #: field -> accepted Python type(s), checked on every local record
+    required: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return self.path + (f" ({self.name})" if self.name else "") + f" split {self.split}"
+
+
+_STR, _LIST, _NUM = (str,), (list,), (int, float)
+
+SOURCES: dict[str, HubSource] = {
+    "mmlu_pro": HubSource("TIGER-Lab/MMLU-Pro", None, "test",
+                          required={"question": _STR, "options": _LIST, "answer": _STR}),
+    "ifeval": HubSource("google/IFEval", None, "train",
+                        required={"prompt": _STR, "instruction_id_list": _LIST, "kwargs": _LIST}),
+    "gpqa_diamond": HubSource("Idavidrein/gpqa", "gpqa_diamond", "train",
+                              required={"Question": _STR, "Correct Answer": _STR, "Incorrect Answer 1": _STR,
+                                        "Incorrect Answer 2": _STR, "Incorrect Answer 3": _STR,
+                                        "Record ID": _STR}),
+    "humaneval": HubSource("openai/openai_humaneval", None, "test",
+                           required={"task_id": _STR, "prompt": _STR, "entry_point": _STR}),
+    "math500": HubSource("HuggingFaceH4/MATH-500", None, "test", required={"problem": _STR, "answer": _STR}),
+    "simpleqa": HubSource("basicv8vc/SimpleQA", None, "test", required={"problem": _STR, "answer": _STR}),
+    "mgsm_en": HubSource("juletxara/mgsm", "en", "test", required={"question": _STR, "answer_number": _NUM}),
+    "wikitext": HubSource("Salesforce/wikitext", "wikitext-103-v1", "test", required={"text": _STR}),
+    # one validation shard (~45k documents) instead of the whole corpus; the first 1000 are used
+    "c4": HubSource("allenai/c4", None, "validation",
+                    data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
+                    required={"text": _STR}),
+}
+NAMES = tuple(SOURCES)
+
+
+def data_dir(metadata: Mapping[str, Any] | None = None) -> Path | None:
+    """``metadata["data_dir"]`` (lm-eval ``--metadata``), else ``$ACHILLES_DATA_DIR``, else None (hub)."""
+    value = (metadata or {}).get("data_dir") or os.environ.get(DATA_DIR_ENV)
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_dir():
+        raise TaskDataError(f"data_dir {str(path)!r} is not a directory (from --metadata data_dir or ${DATA_DIR_ENV})")
+    return path
+
+
+def _type_name(types: tuple) -> str:
+    return " or ".join({str: "a string", list: "a list", int: "a number", float: "a number"}[t] for t in types[:1])
+
+
+def validate_record(name: str, record: Any, where: str) -> dict:
+    if not isinstance(record, dict):
+        raise TaskDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key, types in SOURCES[name].required.items():
+        if key not in record or record[key] is None:
+            raise TaskDataError(f"{where}: field {key!r} is missing (the {name} task needs the fields "
+                                f"{', '.join(SOURCES[name].required)} of {SOURCES[name].describe()})")
+        value = record[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise TaskDataError(f"{where}: field {key!r} must be {_type_name(types)}, got {type(value).__name__}")
+    if name == "ifeval" and len(record["kwargs"]) != len(record["instruction_id_list"]):
+        raise TaskDataError(f"{where}: field 'kwargs' has {len(record['kwargs'])} entries but "
+                            f"'instruction_id_list' has {len(record['instruction_id_list'])}")
+    return record
+
+
+def read_jsonl(name: str, path: Path) -> list[dict]:
+    """Records of ``path``, each checked for the fields the task needs."""
+    if name not in SOURCES:
+        raise TaskDataError(f"unknown task data {name!r}; expected one of {', '.join(NAMES)}")
+    if not path.is_file():
+        raise TaskDataError(f"{path}: no such file (the {name} task reads <data_dir>/{name}.jsonl, "
+                            f"records with the fields of {SOURCES[name].describe()})")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TaskDataError(f"{where}: not valid JSON ({exc.msg})") from None
+            records.append(validate_record(name, record, where))
+    if not records:
+        raise TaskDataError(f"{path}: no records")
+    return records
+
+
+def load_records(name: str, **metadata: Any) -> list[dict]:
+    """The task's records: the local file if a data directory is set, else the hub split."""
+    if name not in SOURCES:
+        raise TaskDataError(f"unknown task data {name!r}; expected one of {', '.join(NAMES)}")
+    local = data_dir(metadata)
+    if local is not None:
+        return read_jsonl(name, local / f"{name}.jsonl")
+    src = SOURCES[name]
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(src.path, src.name, split=src.split, data_files=src.data_files)
+    except Exception as exc:  # offline, gated (GPQA) or renamed: say what to do instead
+        raise TaskDataError(f"cannot load {src.describe()} from the hub ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); for offline use put a copy "
+                            f"at DIR/{name}.jsonl and pass --metadata '{{\"data_dir\": \"DIR\"}}' or set "
+                            f"${DATA_DIR_ENV}") from exc
+    return [dict(r) for r in ds]
+
+
+def as_dataset(records: list[dict]):
+    """A ``DatasetDict`` with one ``test`` split, the shape lm-eval's ``custom_dataset`` must return."""
+    import datasets
+
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
+
+
+def load_task_dataset(name: str, **metadata: Any):
+    """``custom_dataset`` entry point of the generative tasks (lm-eval passes ``--metadata`` and
+    the model arguments as keyword arguments)."""
+    return as_dataset(load_records(name, **metadata))
+
+
+# --------------------------------------------------------------------------------------------------
+# perplexity tasks: the documents carry their lm-eval request strings
+
+def _truthy(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
+
+
+def ppl_tokenizer(**metadata: Any):
+    """The tokenizer the evaluated model uses, needed to cut each text at 512 tokens.
+
+    lm-eval merges the model arguments into the task metadata, so ``pretrained=`` / ``tokenizer=``
+    reach the task. Order: ``ppl_tokenizer`` (explicit override), ``tokenizer``, ``pretrained``;
+    none of them (``achilles_masked`` without ``pretrained``, or a model object passed to
+    ``simple_evaluate``) means the embedded default model.
+    """
+    from transformers import AutoTokenizer
+
+    from lm_eval_achilles.models.embedded import embedded_model_path, is_embedded
+
+    name = metadata.get("ppl_tokenizer") or metadata.get("tokenizer") or metadata.get("pretrained")
+    kwargs: dict[str, Any] = {}
+    if not isinstance(name, (str, os.PathLike)) or is_embedded(str(name)):
+        if name is None:
+            warnings.warn("perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with the "
+                          "embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": NAME}' otherwise)",
+                          stacklevel=2)
+        name = str(embedded_model_path())
+    else:
+        name = str(name)
+        if metadata.get("gguf_file") and name == str(metadata.get("pretrained")) and not metadata.get("tokenizer"):
+            kwargs["gguf_file"] = metadata["gguf_file"]
+        for key in ("revision", "subfolder"):
+            if metadata.get(key):
+                kwargs[key] = metadata[key]
+        if metadata.get("trust_remote_code") is not None:
+            kwargs["trust_remote_code"] = _truthy(metadata["trust_remote_code"])
+    if metadata.get("add_bos_token") is not None:
+        kwargs["add_bos_token"] = _truthy(metadata["add_bos_token"])
+    try:
+        return AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception as exc:
+        raise TaskDataError(f"perplexity task: cannot load the tokenizer {name!r} ({exc})") from exc
+
+
+def load_ppl_dataset(corpus: str, **metadata: Any):
+    """Texts selected as the reference does (section 11), each with its 512-token request strings:
+    fields ``text``, ``ppl_context``, ``ppl_continuation``, ``ppl_scored`` (predicted tokens)."""
+    from lm_eval_achilles.harness.scoring.perplexity import MAX_DOCS, MAX_TOKENS, scoring_span, select_texts
+
+    max_docs = int(metadata.get("ppl_max_docs") or MAX_DOCS)
+    max_tokens = int(metadata.get("ppl_max_tokens") or MAX_TOKENS)
+    texts = select_texts((r["text"] for r in load_records(corpus, **metadata)), corpus, max_docs)
+    if not texts:
+        raise TaskDataError(f"{corpus}: no text is long enough (WikiText needs > 50 characters, C4 >= 50)")
+    tokenizer = ppl_tokenizer(**metadata)
+    rows = []
+    for text in texts:
+        span = scoring_span(tokenizer, text, max_tokens)
+        rows.append({"text": text, "ppl_context": span.context, "ppl_continuation": span.continuation,
+                     "ppl_scored": span.n_scored})
+    return as_dataset(rows)

@@ -1,0 +1,13 @@
+"""The paper's method: find the critical neurons of a model and mask them.
+
+- :mod:`.locate` runs both stages and returns a :class:`~.mask_file.MaskFile`;
+- :mod:`.perturbation` is stage 1 (noise on the input embeddings, mean |activation change|),
+  :mod:`.rankers` turns scores into a ranking and holds the baseline rankers;
+- :mod:`.search` is stage 2 (the shortest ranking prefix whose masking raises perplexity by epsilon),
+  on top of :mod:`.perplexity`;
+- :mod:`.masking` applies a mask (forward hooks or folded into the weights), through :mod:`.hooks`,
+  the one owner of forward hooks; :mod:`.candidates` picks the modules; :mod:`.mask_file` is the file
+  format ``achilles-mask/1``.
+
+See docs/method.md.
+"""

@@ -1,0 +1,79 @@
+"""``locate``: the paper's two stages end to end, returning a :class:`~lm_eval_achilles.locator.mask_file.MaskFile`.
+
+    from lm_eval_achilles.models.loading import load_model
+    from lm_eval_achilles.locator.locate import locate
+    mask = locate(load_model())          # embedded model, paper defaults
+    print(mask.critical.size, mask.critical.delta)
+"""
+
+from __future__ import annotations
+
+from lm_eval_achilles.defaults import EPSILON, MAX_PPL_TOKENS, MAX_STEPS, PROBE_TEXT, STEP
+from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.formatting import dtype_name
+from lm_eval_achilles.locator.candidates import candidate_modules
+from lm_eval_achilles.locator.mask_file import Critical, MaskFile, ModelInfo
+from lm_eval_achilles.locator.perplexity import encode
+from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
+from lm_eval_achilles.locator.search import SearchResult, greedy_search
+from lm_eval_achilles.models.loading import LoadedModel, fingerprint
+
+
+def locate(
+    loaded: LoadedModel,
+    text: str = PROBE_TEXT,
+    method: str = "perturbation",
+    test_text: str | None = None,
+    config: RankerConfig | None = None,
+    epsilon: float = EPSILON,
+    step: int = STEP,
+    max_steps: int = MAX_STEPS,
+    modules: str | None = None,
+    scale: float = 0.0,
+    search_batch_size: int = 8,
+    dtype: str = "auto",
+) -> MaskFile:
+    """Rank neurons with ``method`` on ``text`` (stage 1), then find the critical set on ``test_text``
+    (stage 2; defaults to ``text``, as in the paper)."""
+    cfg = config or RankerConfig()
+    if epsilon <= 0:
+        raise AchillesError(f"epsilon must be > 0, got {epsilon}")
+    if step < 1:
+        raise AchillesError(f"step must be >= 1, got {step}")
+    if cfg.samples < 1:
+        raise AchillesError(f"samples must be >= 1, got {cfg.samples}")
+    model, tok = loaded.model, loaded.tokenizer
+    names = candidate_modules(model, modules)
+    probe_ids = encode(tok, text, max_tokens=None, what="probe text")
+    ranking = get_ranker(method)(model, tok, probe_ids, names, cfg)
+    if not ranking:
+        raise AchillesError("the ranking is empty: no neuron changed under the perturbation")
+    test_ids = probe_ids if test_text is None else encode(tok, test_text, MAX_PPL_TOKENS, what="test text")
+    test_ids = test_ids[:, :MAX_PPL_TOKENS]
+    result = greedy_search(
+        model, test_ids, [r.neuron for r in ranking], epsilon=epsilon, step=step, max_steps=max_steps,
+        scale=scale, batch_size=search_batch_size, progress=cfg.progress,
+    )
+    return to_mask_file(loaded, ranking, result, {
+        "method": method, "text": text, "test_text": test_text, "alpha": cfg.alpha, "samples": cfg.samples,
+        "seed": cfg.seed, "epsilon": epsilon, "step": step, "granularity": cfg.granularity,
+        "dtype": dtype if dtype != "auto" else dtype_name(next(model.parameters()).dtype),
+        "modules": modules, "scale": scale, "max_steps": max_steps, "probe_tokens": int(probe_ids.shape[1]),
+    })
+
+
+def to_mask_file(loaded: LoadedModel, ranking, result: SearchResult, locator: dict) -> MaskFile:
+    return MaskFile(
+        model=ModelInfo(
+            name_or_path=loaded.name_or_path,
+            architecture=type(loaded.model).__name__,
+            fingerprint=fingerprint(loaded.model),
+        ),
+        locator=locator,
+        ranking=list(ranking),
+        critical=Critical(
+            size=result.size, baseline_ppl=result.baseline_ppl, masked_ppl=result.masked_ppl,
+            delta=result.delta, curve=result.curve_ppl(), stopping_reason=result.stopping_reason,
+        ),
+        neurons=result.neurons,
+    )

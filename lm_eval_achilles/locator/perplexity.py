@@ -1,0 +1,80 @@
+"""Perplexity on one text, per batch row, in float64 log space (DESIGN.md section 1: Delta)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from lm_eval_achilles.defaults import MAX_PPL_TOKENS, MIN_PROBE_TOKENS
+from lm_eval_achilles.errors import AchillesError
+
+LN10 = math.log(10.0)
+
+
+def encode(tokenizer, text: str, max_tokens: int | None = MAX_PPL_TOKENS, what: str = "text") -> torch.Tensor:
+    """Token ids [1, T] with special tokens as the tokenizer adds them, truncated to ``max_tokens``."""
+    if not isinstance(text, str) or not text.strip():
+        raise AchillesError(f"the {what} is empty")
+    kwargs = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
+    ids = tokenizer(text, return_tensors="pt", **kwargs).input_ids
+    if ids.shape[1] < 2:
+        raise AchillesError(f"the {what} has {ids.shape[1]} token(s); at least 2 are needed")
+    if ids.shape[1] < MIN_PROBE_TOKENS:
+        warnings.warn(
+            f"the {what} has only {ids.shape[1]} tokens; the paper found critical sets unstable below "
+            f"T_min = {MIN_PROBE_TOKENS} tokens",
+            stacklevel=2,
+        )
+    return ids
+
+
+@torch.no_grad()
+def mean_nll(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL of every row of ``input_ids`` [B, T] (float64, shape [B]).
+
+    Log-softmax runs in float32 at least, so half-precision models do not overflow; the mean is
+    taken in float64 so that masked perplexities of 1e20 and beyond stay exact in log space.
+    """
+    device = next(model.parameters()).device
+    ids = input_ids.to(device)
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return nll.double().mean(dim=1).cpu()
+
+
+def delta(nll_masked: float, nll_baseline: float) -> float:
+    """Delta = log10(PPL_masked / PPL_original), from mean NLLs (never by exponentiating)."""
+    return (float(nll_masked) - float(nll_baseline)) / LN10
+
+
+def ppl(nll: float) -> float:
+    """exp(NLL) in float64; inf (not an exception) past ~1e308."""
+    try:
+        return math.exp(float(nll))
+    except OverflowError:
+        return math.inf
+
+
+def evaluate_sets(model, input_ids: torch.Tensor, sets: Sequence[Sequence], scale: float = 0.0,
+                  batch_size: int = 8, progress=None, sizes: dict[str, int] | None = None) -> list[float]:
+    """Mean NLL of one text under each neuron set, ``batch_size`` sets per batched forward (a different
+    mask per row). ``progress`` is an optional tqdm bar advanced per set; ``sizes`` are module output
+    sizes already validated (see :func:`~lm_eval_achilles.locator.masking.validate_neurons`)."""
+    from lm_eval_achilles.locator.mask_file import distinct
+    from lm_eval_achilles.locator.masking import row_masked, validate_neurons
+
+    union = distinct(n for s in sets for n in s)
+    if sizes is None or any(n.module not in sizes for n in union):
+        sizes = validate_neurons(model, union)
+    out: list[float] = []
+    for start in range(0, len(sets), batch_size):
+        chunk = sets[start:start + batch_size]
+        with row_masked(model, chunk, scale=scale, sizes=sizes):
+            out.extend(mean_nll(model, input_ids.expand(len(chunk), -1)).tolist())
+        if progress is not None:
+            progress.update(len(chunk))
+    return out

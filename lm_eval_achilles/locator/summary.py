@@ -1,0 +1,29 @@
+"""Human-readable one-screen summaries printed by the CLI."""
+
+from __future__ import annotations
+
+from lm_eval_achilles.formatting import fmt
+from lm_eval_achilles.locator.mask_file import MaskFile
+
+
+def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
+    c = mask.critical
+    loc = mask.locator
+    print(f"model      {model_name}  [{mask.model.architecture}, fingerprint {mask.model.fingerprint}]")
+    print(f"method     {loc.get('method')}  alpha={loc.get('alpha')} K={loc.get('samples')} seed={loc.get('seed')} "
+          f"epsilon={loc.get('epsilon')} step={loc.get('step')} granularity={loc.get('granularity')} "
+          f"probe={loc.get('probe_tokens')} tokens")
+    if c.size == 0:
+        print(f"no critical set found ({c.stopping_reason}); best Delta = {c.delta:.3f} orders of magnitude")
+    else:
+        print(f"critical set: {len(mask.neurons)} neuron(s) (prefix of {c.size} ranking entries)")
+        print(f"  {'#':>3}  {'module':<40} {'channel':>7}  {'score':>10}")
+        scores = {}
+        for r in mask.ranking[: c.size]:
+            scores.setdefault(r.neuron, r.score)
+        for i, n in enumerate(mask.neurons, 1):
+            print(f"  {i:>3}  {n.module:<40} {n.channel:>7}  {scores.get(n, float('nan')):>10.4g}")
+    print(f"perplexity {fmt(c.baseline_ppl)} -> {fmt(c.masked_ppl)}   "
+          f"Delta = {c.delta:.3f} orders of magnitude (epsilon {loc.get('epsilon')})")
+    print("curve      " + "  ".join(f"{int(n)}:{fmt(p)}" for n, p in c.curve))
+    print(f"wrote      {path}")

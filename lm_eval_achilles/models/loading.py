@@ -1,0 +1,94 @@
+"""Model loading: a hub id or local path (optionally a GGUF file), or the embedded default model."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.models.embedded import DISPLAY_NAME, EMBEDDED_NAME, embedded_model_path, is_embedded
+
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer, and where it came from (recorded in mask files)."""
+
+    model: Any
+    tokenizer: Any
+    name_or_path: str
+    display_name: str
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str | None, device: str):
+    """``auto`` means the checkpoint's dtype on a GPU and float32 on the CPU (half precision is slow there)."""
+    import torch
+
+    dtype = dtype or "auto"
+    if dtype not in DTYPES:
+        raise AchillesError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return "auto" if str(device).startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def resolve_pretrained(name_or_path: str | None) -> str:
+    """Hub id / local path as given, or the cached checkpoint of the embedded model."""
+    return str(embedded_model_path()) if is_embedded(name_or_path) else str(name_or_path)
+
+
+def load_model(
+    name_or_path: str | None = None,
+    gguf_file: str | None = None,
+    dtype: str | None = "auto",
+    device: str | None = None,
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM in eval mode. ``name_or_path=None`` (or ``"embedded"``) is the embedded default."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    path = resolve_pretrained(name_or_path)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    if device_map:
+        kwargs["device_map"] = device_map
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})
+        )
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AchillesError(f"cannot load model {name_or_path!r}: {first}") from exc
+    if not device_map:
+        model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    name = EMBEDDED_NAME if is_embedded(name_or_path) else str(name_or_path)
+    display = DISPLAY_NAME if is_embedded(name_or_path) else name + (f" ({gguf_file})" if gguf_file else "")
+    return LoadedModel(model=model, tokenizer=tokenizer, name_or_path=name, display_name=display)
+
+
+def fingerprint(model) -> str:
+    """Hash of parameter names and shapes: identifies an architecture instance, not its weight values
+    (so a folded model keeps its fingerprint)."""
+    h = hashlib.sha256()
+    for name, param in model.named_parameters():
+        h.update(f"{name}:{tuple(param.shape)}\n".encode())
+    return h.hexdigest()[:16]
