@@ -33,10 +33,22 @@ def bare_forwards(model, ids, samples, batch_size, alpha, seed):
 
 #: Llama shapes for speed measurements where no checkpoint can be downloaded (weights are random).
 RANDOM_CONFIGS = {
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
 }
 
 
@@ -46,8 +58,11 @@ def random_llama(name, device, dtype):
     from lm_eval_achilles.models.loading import LoadedModel
 
     torch.manual_seed(0)
-    dt = torch.bfloat16 if dtype == "auto" and str(device).startswith("cuda") else (
-        torch.float32 if dtype == "auto" else getattr(torch, dtype))
+    dt = (
+        torch.bfloat16
+        if dtype == "auto" and str(device).startswith("cuda")
+        else (torch.float32 if dtype == "auto" else getattr(torch, dtype))
+    )
     with torch.device(device):
         model = LlamaForCausalLM(LlamaConfig(**RANDOM_CONFIGS[name])).to(dt).eval()
     return LoadedModel(model, None, name, f"random-init {name}")
@@ -67,8 +82,12 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=1000, help="stage-2 step cap (a random model never collapses)")
-    ap.add_argument("--random-init", choices=sorted(RANDOM_CONFIGS), default=None,
-                    help="time a randomly initialised Llama of this size instead (speed only; no hub needed)")
+    ap.add_argument(
+        "--random-init",
+        choices=sorted(RANDOM_CONFIGS),
+        default=None,
+        help="time a randomly initialised Llama of this size instead (speed only; no hub needed)",
+    )
     args = ap.parse_args()
 
     from lm_eval_achilles.defaults import PROBE_TEXT
@@ -80,7 +99,9 @@ def main() -> int:
     from lm_eval_achilles.models.loading import load_model
 
     if args.random_init:
-        loaded = random_llama(args.random_init, args.device or ("cuda" if torch.cuda.is_available() else "cpu"), args.dtype)
+        loaded = random_llama(
+            args.random_init, args.device or ("cuda" if torch.cuda.is_available() else "cpu"), args.dtype
+        )
         ids = torch.randint(0, loaded.model.config.vocab_size, (1, 115), generator=torch.Generator().manual_seed(0))
     else:
         loaded = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -103,16 +124,18 @@ def main() -> int:
         bare_s.append(time.perf_counter() - t)
         sync(device)
         t = time.perf_counter()
-        scores = perturbation_scores(model, ids, modules, alpha=5.0, samples=args.samples, seed=42,
-                                     batch_size=args.batch_size, progress=False)
+        scores = perturbation_scores(
+            model, ids, modules, alpha=5.0, samples=args.samples, seed=42, batch_size=args.batch_size, progress=False
+        )
         sync(device)
         stage1_s.append(time.perf_counter() - t)
     t = time.perf_counter()
     ranking = rank_scores(scores, 10_000)
     rank_s = time.perf_counter() - t
     t = time.perf_counter()
-    result = greedy_search(model, ids[:, :512].cpu(), [r.neuron for r in ranking], max_steps=args.max_steps,
-                           progress=False)
+    result = greedy_search(
+        model, ids[:, :512].cpu(), [r.neuron for r in ranking], max_steps=args.max_steps, progress=False
+    )
     sync(device)
     stage2_s = time.perf_counter() - t
 
@@ -123,20 +146,39 @@ def main() -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak_what = "process peak RSS"
     out = {
-        "model": loaded.display_name, "device": str(device), "dtype": str(next(model.parameters()).dtype),
-        "probe_tokens": int(ids.shape[1]), "candidate_modules": len(modules), "samples": args.samples,
-        "batch_size": args.batch_size, "repeats": args.repeats,
-        "bare_forward_s_median": statistics.median(bare_s), "stage1_s_median": statistics.median(stage1_s),
+        "model": loaded.display_name,
+        "device": str(device),
+        "dtype": str(next(model.parameters()).dtype),
+        "probe_tokens": int(ids.shape[1]),
+        "candidate_modules": len(modules),
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "bare_forward_s_median": statistics.median(bare_s),
+        "stage1_s_median": statistics.median(stage1_s),
         "stage1_over_bare": statistics.median(stage1_s) / statistics.median(bare_s),
-        "ranking_s": rank_s, "stage2_s": stage2_s, "stage2_steps": len(result.curve) - 1,
-        "critical_size": result.size, "weights_MiB": weights_mb, "peak_MiB": peak, "peak_measure": peak_what,
+        "ranking_s": rank_s,
+        "stage2_s": stage2_s,
+        "stage2_steps": len(result.curve) - 1,
+        "critical_size": result.size,
+        "weights_MiB": weights_mb,
+        "peak_MiB": peak,
+        "peak_measure": peak_what,
     }
-    print(f"model                {out['model']} on {out['device']} ({out['dtype']}), probe {out['probe_tokens']} tokens, "
-          f"{len(modules)} candidate modules")
-    print(f"K bare forwards      {out['bare_forward_s_median']:.3f} s  (median of {args.repeats}, K={args.samples}, batch {args.batch_size})")
-    print(f"stage 1              {out['stage1_s_median']:.3f} s  -> stage1 / bare = {out['stage1_over_bare']:.3f}  (target <= 1.2)")
+    print(
+        f"model                {out['model']} on {out['device']} ({out['dtype']}), probe {out['probe_tokens']} tokens, "
+        f"{len(modules)} candidate modules"
+    )
+    print(
+        f"K bare forwards      {out['bare_forward_s_median']:.3f} s  (median of {args.repeats}, K={args.samples}, batch {args.batch_size})"
+    )
+    print(
+        f"stage 1              {out['stage1_s_median']:.3f} s  -> stage1 / bare = {out['stage1_over_bare']:.3f}  (target <= 1.2)"
+    )
     print(f"ranking (topk)       {rank_s:.3f} s")
-    print(f"stage 2              {stage2_s:.3f} s  ({out['stage2_steps']} prefixes evaluated, critical set {result.size})")
+    print(
+        f"stage 2              {stage2_s:.3f} s  ({out['stage2_steps']} prefixes evaluated, critical set {result.size})"
+    )
     print(f"peak memory          {peak:.0f} MiB ({peak_what}); weights {weights_mb:.0f} MiB")
     print(json.dumps(out), file=sys.stderr)
     return 0

@@ -26,8 +26,11 @@ def _warn(exc: BaseException) -> None:
     global _warned
     if not _warned:
         _warned = True
-        print(f"lm_eval_achilles: warning: could not register the lm-eval model {MODEL_NAME!r} "
-              f"({type(exc).__name__}: {exc}); use `achilles eval` instead of `lm_eval`", file=sys.stderr)
+        print(
+            f"lm_eval_achilles: warning: could not register the lm-eval model {MODEL_NAME!r} "
+            f"({type(exc).__name__}: {exc}); use `achilles eval` instead of `lm_eval`",
+            file=sys.stderr,
+        )
 
 
 def register(registry_module=None) -> None:

@@ -34,6 +34,7 @@ def signed(x: Any) -> str:
 def markdown_table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:
     """A GitHub markdown table. ``align`` holds one of ``"l"``/``"r"`` per column (default left);
     ``|`` inside a cell is escaped."""
+
     def cell(x: Any) -> str:
         return str(x).replace("|", "\\|")
 

@@ -15,26 +15,78 @@ from lm_eval_achilles.locator.mask_file import Critical, MaskFile, ModelInfo, Ra
 def make_mask(path, size=2, delta=4.2, baseline=111.0, stopping="threshold"):
     ranking = [RankedNeuron("model.layers.11.mlp.down_proj", 507 + i, 100.0 - i) for i in range(10)]
     neurons = [r.neuron for r in ranking[:size]]
-    crit = Critical(size=size, baseline_ppl=baseline, masked_ppl=baseline * 10**delta, delta=delta,
-                    curve=[[0, baseline], [1, baseline * 10**delta]], stopping_reason=stopping)
-    mask = MaskFile(model=ModelInfo("embedded", "LlamaForCausalLM", "abc"), locator={"method": "perturbation"},
-                    ranking=ranking, critical=crit, neurons=neurons)
+    crit = Critical(
+        size=size,
+        baseline_ppl=baseline,
+        masked_ppl=baseline * 10**delta,
+        delta=delta,
+        curve=[[0, baseline], [1, baseline * 10**delta]],
+        stopping_reason=stopping,
+    )
+    mask = MaskFile(
+        model=ModelInfo("embedded", "LlamaForCausalLM", "abc"),
+        locator={"method": "perturbation"},
+        ranking=ranking,
+        critical=crit,
+        neurons=neurons,
+    )
     return save_mask(mask, path)
 
 
 def make_comparison(path):
     rows = [
-        {"task": "achilles_mmlu_pro", "metric": "acc", "filter": "none", "n": 5, "original": 0.4, "masked": 0.0,
-         "difference": -0.4, "higher_is_better": True, "kind": "binary", "scale": "value", "test": {"name": "mcnemar-exact"}},
-        {"task": "achilles_mmlu_pro", "metric": "meaningless_rate", "filter": "none", "n": 5, "original": 0.0,
-         "masked": 1.0, "difference": 1.0, "higher_is_better": False, "kind": "binary", "scale": "value",
-         "test": {"name": "mcnemar-exact"}},
-        {"task": "achilles_simpleqa", "metric": "meaningless_rate", "filter": "none", "n": 5, "original": 0.2,
-         "masked": 0.8, "difference": 0.6, "higher_is_better": False, "kind": "binary", "scale": "value",
-         "test": {"name": "mcnemar-exact"}},
-        {"task": "achilles_wikitext", "metric": "token_perplexity", "filter": "none", "n": 9, "original": 20.0,
-         "masked": 2.0e6, "difference": 2.0e6 - 20, "higher_is_better": False, "kind": "pair", "scale": "log10",
-         "test": {"name": "paired-bootstrap"}},
+        {
+            "task": "achilles_mmlu_pro",
+            "metric": "acc",
+            "filter": "none",
+            "n": 5,
+            "original": 0.4,
+            "masked": 0.0,
+            "difference": -0.4,
+            "higher_is_better": True,
+            "kind": "binary",
+            "scale": "value",
+            "test": {"name": "mcnemar-exact"},
+        },
+        {
+            "task": "achilles_mmlu_pro",
+            "metric": "meaningless_rate",
+            "filter": "none",
+            "n": 5,
+            "original": 0.0,
+            "masked": 1.0,
+            "difference": 1.0,
+            "higher_is_better": False,
+            "kind": "binary",
+            "scale": "value",
+            "test": {"name": "mcnemar-exact"},
+        },
+        {
+            "task": "achilles_simpleqa",
+            "metric": "meaningless_rate",
+            "filter": "none",
+            "n": 5,
+            "original": 0.2,
+            "masked": 0.8,
+            "difference": 0.6,
+            "higher_is_better": False,
+            "kind": "binary",
+            "scale": "value",
+            "test": {"name": "mcnemar-exact"},
+        },
+        {
+            "task": "achilles_wikitext",
+            "metric": "token_perplexity",
+            "filter": "none",
+            "n": 9,
+            "original": 20.0,
+            "masked": 2.0e6,
+            "difference": 2.0e6 - 20,
+            "higher_is_better": False,
+            "kind": "pair",
+            "scale": "log10",
+            "test": {"name": "paired-bootstrap"},
+        },
     ]
     path.write_text(json.dumps({"format": "achilles-comparison/1", "rows": rows}))
     return path
@@ -57,8 +109,10 @@ def run(argv, capsys):
 
 
 def test_mask_rules_hold(mask_path, capsys):
-    code, out = run([mask_path, "--min-critical-size", 2, "--max-critical-size", 5, "--min-delta", 1,
-                     "--max-baseline-ppl", 200], capsys)
+    code, out = run(
+        [mask_path, "--min-critical-size", 2, "--max-critical-size", 5, "--min-delta", 1, "--max-baseline-ppl", 200],
+        capsys,
+    )
     assert code == 0, out
     assert "all 4 rule(s) hold" in out
     assert "critical set size 2 >= 2" in out
@@ -79,17 +133,28 @@ def test_no_critical_set_found_is_robust(tmp_path, capsys):
 
 
 def test_comparison_rules(comp_path, capsys):
-    code, out = run([comp_path, "--min-original-score", "achilles_mmlu_pro:acc=0.3",
-                     "--max-masked-score", "*:meaningless_rate=1.0",
-                     "--min-drop", "achilles_wikitext:token_perplexity=3"], capsys)
+    code, out = run(
+        [
+            comp_path,
+            "--min-original-score",
+            "achilles_mmlu_pro:acc=0.3",
+            "--max-masked-score",
+            "*:meaningless_rate=1.0",
+            "--min-drop",
+            "achilles_wikitext:token_perplexity=3",
+        ],
+        capsys,
+    )
     assert code == 0, out
     assert "all 4 rule(s) hold" in out  # '*' expands to the two tasks reporting meaningless_rate
     assert "orders of magnitude" in out
 
 
 def test_comparison_rule_violated_from_folder(comp_path, capsys):
-    code, out = run([comp_path.parent, "--min-masked-score", "achilles_mmlu_pro:acc=0.2",
-                     "--max-drop", "*:meaningless_rate=0.5"], capsys)
+    code, out = run(
+        [comp_path.parent, "--min-masked-score", "achilles_mmlu_pro:acc=0.2", "--max-drop", "*:meaningless_rate=0.5"],
+        capsys,
+    )
     assert code == 1
     assert "FAIL  masked acc of achilles_mmlu_pro >= 0.2 (is 0)" in out
     assert "FAIL  degradation of meaningless_rate on achilles_mmlu_pro <= 0.5 (is +1)" in out
@@ -97,24 +162,28 @@ def test_comparison_rule_violated_from_folder(comp_path, capsys):
 
 
 def test_mask_and_comparison_together(mask_path, comp_path, capsys):
-    code, _ = run([mask_path, comp_path, "--min-critical-size", 1, "--min-masked-score", "achilles_mmlu_pro:acc=0"],
-                  capsys)
+    code, _ = run(
+        [mask_path, comp_path, "--min-critical-size", 1, "--min-masked-score", "achilles_mmlu_pro:acc=0"], capsys
+    )
     assert code == 0
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["{mask}"], "no rules given"),
-    (["{mask}", "--min-masked-score", "achilles_mmlu_pro:acc=0.1"], "no comparison was given"),
-    (["{comp}", "--min-critical-size", "2"], "no mask file was given"),
-    (["{comp}", "--min-masked-score", "nope:acc=0.1"], "no task 'nope'"),
-    (["{comp}", "--min-masked-score", "achilles_mmlu_pro:f1=0.1"], "no metric 'f1'"),
-    (["{comp}", "--min-masked-score", "achilles_mmlu_pro:acc"], "expected TASK:METRIC=VALUE"),
-    (["{comp}", "--min-masked-score", "achilles_mmlu_pro:acc=high"], "is not a number"),
-    (["{tmp}/missing.json", "--min-critical-size", "1"], "file not found"),
-    (["{bad}", "--min-critical-size", "1"], "malformed JSON"),
-    (["{other}", "--min-critical-size", "1"], "neither a mask file"),
-    (["{tmp}", "--min-critical-size", "1"], "a folder without comparison.json"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["{mask}"], "no rules given"),
+        (["{mask}", "--min-masked-score", "achilles_mmlu_pro:acc=0.1"], "no comparison was given"),
+        (["{comp}", "--min-critical-size", "2"], "no mask file was given"),
+        (["{comp}", "--min-masked-score", "nope:acc=0.1"], "no task 'nope'"),
+        (["{comp}", "--min-masked-score", "achilles_mmlu_pro:f1=0.1"], "no metric 'f1'"),
+        (["{comp}", "--min-masked-score", "achilles_mmlu_pro:acc"], "expected TASK:METRIC=VALUE"),
+        (["{comp}", "--min-masked-score", "achilles_mmlu_pro:acc=high"], "is not a number"),
+        (["{tmp}/missing.json", "--min-critical-size", "1"], "file not found"),
+        (["{bad}", "--min-critical-size", "1"], "malformed JSON"),
+        (["{other}", "--min-critical-size", "1"], "neither a mask file"),
+        (["{tmp}", "--min-critical-size", "1"], "a folder without comparison.json"),
+    ],
+)
 def test_bad_input_exits_2(argv, needle, tmp_path, capsys):
     mask = make_mask(tmp_path / "m" / "mask.json")
     comp = make_comparison(tmp_path / "comparison.json")
@@ -122,8 +191,16 @@ def test_bad_input_exits_2(argv, needle, tmp_path, capsys):
     (tmp_path / "other.json").write_text(json.dumps({"format": "something"}))
     empty = tmp_path / "empty"
     empty.mkdir()
-    argv = [a.format(mask=mask, comp=comp, tmp=empty if a == "{tmp}" else tmp_path, bad=tmp_path / "bad.json",
-                     other=tmp_path / "other.json") for a in argv]
+    argv = [
+        a.format(
+            mask=mask,
+            comp=comp,
+            tmp=empty if a == "{tmp}" else tmp_path,
+            bad=tmp_path / "bad.json",
+            other=tmp_path / "other.json",
+        )
+        for a in argv
+    ]
     code, out = run(argv, capsys)
     assert code == 2
     assert needle in out

@@ -37,12 +37,18 @@ def _error(capsys, argv):
     return errors[0]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "malformed JSON"),
-    (json.dumps({"format": "something/else"}), "format must be"),
-    (json.dumps({**_mask_doc("x", [("a", 1)]), "neurons": [{"module": "a"}]}), "missing key 'channel'"),
-    (json.dumps({**_mask_doc("x", [("a", 1)]), "neurons": [{"module": "a", "channel": "7"}]}), "channel' must be int"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "malformed JSON"),
+        (json.dumps({"format": "something/else"}), "format must be"),
+        (json.dumps({**_mask_doc("x", [("a", 1)]), "neurons": [{"module": "a"}]}), "missing key 'channel'"),
+        (
+            json.dumps({**_mask_doc("x", [("a", 1)]), "neurons": [{"module": "a", "channel": "7"}]}),
+            "channel' must be int",
+        ),
+    ],
+)
 def test_malformed_mask_files(tmp_path, capsys, content, message):
     path = tmp_path / "mask.json"
     path.write_text(content)
@@ -50,7 +56,9 @@ def test_malformed_mask_files(tmp_path, capsys, content, message):
 
 
 def test_missing_mask_file(tmp_path, capsys):
-    assert "mask file not found" in _error(capsys, ["export", "--mask", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")])
+    assert "mask file not found" in _error(
+        capsys, ["export", "--mask", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]
+    )
 
 
 def test_mask_for_another_model(tmp_path, capsys):

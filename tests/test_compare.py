@@ -22,15 +22,32 @@ DATE = "2026-01-01T00-00-00.000001"
 
 
 def _record(doc_id, metrics: dict, filt="none", doc_hash=None):
-    rec = {"doc_id": doc_id, "doc": {"q": f"question {doc_id}"}, "target": "x", "arguments": {}, "resps": [],
-           "filtered_resps": [], "filter": filt, "metrics": list(metrics), "doc_hash": doc_hash or f"h{doc_id}",
-           "prompt_hash": f"p{doc_id}", "target_hash": "t"}
+    rec = {
+        "doc_id": doc_id,
+        "doc": {"q": f"question {doc_id}"},
+        "target": "x",
+        "arguments": {},
+        "resps": [],
+        "filtered_resps": [],
+        "filter": filt,
+        "metrics": list(metrics),
+        "doc_hash": doc_hash or f"h{doc_id}",
+        "prompt_hash": f"p{doc_id}",
+        "target_hash": "t",
+    }
     rec.update(metrics)
     return rec
 
 
-def write_run(folder, tasks: dict, results: dict | None = None, config: dict | None = None, date=DATE,
-              configs: dict | None = None, model_dir="some__model"):
+def write_run(
+    folder,
+    tasks: dict,
+    results: dict | None = None,
+    config: dict | None = None,
+    date=DATE,
+    configs: dict | None = None,
+    model_dir="some__model",
+):
     """tasks: {task: [record, ...]}; results: {task: {"acc,none": ...}}."""
     d = folder / model_dir
     d.mkdir(parents=True, exist_ok=True)
@@ -38,8 +55,14 @@ def write_run(folder, tasks: dict, results: dict | None = None, config: dict | N
         "results": results or {t: {"alias": t} for t in tasks},
         "configs": configs or {t: {"task": t} for t in tasks},
         "higher_is_better": {t: {"acc": True, "word_perplexity": False} for t in tasks},
-        "config": {"model": "achilles_masked", "model_args": {}, "limit": 4, "batch_size": 1, "random_seed": 1234,
-                   **(config or {})},
+        "config": {
+            "model": "achilles_masked",
+            "model_args": {},
+            "limit": 4,
+            "batch_size": 1,
+            "random_seed": 1234,
+            **(config or {}),
+        },
         "lm_eval_version": "0.4.13",
     }
     (d / f"results_{date}.json").write_text(json.dumps(payload))
@@ -56,13 +79,27 @@ MASK_ACC = [0, 0, 0, 1, 0, 1, 0, 0, 0, 0]
 
 @pytest.fixture
 def two_runs(tmp_path):
-    o = write_run(tmp_path / "orig", {"qa": [_record(i, {"acc": v}) for i, v in enumerate(ORIG_ACC)]},
-                  results={"qa": {"acc,none": 0.7, "acc_stderr,none": 0.15}})
+    o = write_run(
+        tmp_path / "orig",
+        {"qa": [_record(i, {"acc": v}) for i, v in enumerate(ORIG_ACC)]},
+        results={"qa": {"acc,none": 0.7, "acc_stderr,none": 0.15}},
+    )
     # the masked run logs its documents in another order: pairing must go by doc_id
-    m = write_run(tmp_path / "mask", {"qa": [_record(i, {"acc": MASK_ACC[i]}) for i in reversed(range(10))]},
-                  results={"qa": {"acc,none": 0.2, "acc_stderr,none": 0.13}},
-                  config={"achilles_mask": {"masked": True, "n_channels": 1, "neurons": [["m.down", 5]],
-                                            "scale": 0.0, "apply": "hooks", "mask_file": "mask.json"}})
+    m = write_run(
+        tmp_path / "mask",
+        {"qa": [_record(i, {"acc": MASK_ACC[i]}) for i in reversed(range(10))]},
+        results={"qa": {"acc,none": 0.2, "acc_stderr,none": 0.13}},
+        config={
+            "achilles_mask": {
+                "masked": True,
+                "n_channels": 1,
+                "neurons": [["m.down", 5]],
+                "scale": 0.0,
+                "apply": "hooks",
+                "mask_file": "mask.json",
+            }
+        },
+    )
     return o, m
 
 
@@ -90,8 +127,11 @@ def test_scores_recomputed_from_documents_when_results_lack_them(tmp_path):
 def test_missing_document_is_a_clear_error(tmp_path):
     o = write_run(tmp_path / "o", {"qa": [_record(i, {"acc": 1}) for i in range(5)]})
     m = write_run(tmp_path / "m", {"qa": [_record(i, {"acc": 0}) for i in range(4)]})
-    with pytest.raises(AchillesError, match=r"task qa: the runs did not score the same documents: "
-                                            r"1 document\(s\) only in the original run \(doc_id 4\)"):
+    with pytest.raises(
+        AchillesError,
+        match=r"task qa: the runs did not score the same documents: "
+        r"1 document\(s\) only in the original run \(doc_id 4\)",
+    ):
         compare_folders(o, m)
 
 
@@ -107,7 +147,9 @@ def test_mismatched_document_ids_both_ways(tmp_path):
 
 def test_same_id_different_document_is_refused(tmp_path):
     o = write_run(tmp_path / "o", {"qa": [_record(i, {"acc": 1}) for i in range(3)]})
-    m = write_run(tmp_path / "m", {"qa": [_record(i, {"acc": 1}, doc_hash="other" if i == 1 else None) for i in range(3)]})
+    m = write_run(
+        tmp_path / "m", {"qa": [_record(i, {"acc": 1}, doc_hash="other" if i == 1 else None) for i in range(3)]}
+    )
     with pytest.raises(AchillesError, match="doc_id 1 holds different documents"):
         compare_folders(o, m)
 
@@ -151,8 +193,9 @@ def test_newest_results_file_and_its_samples_are_used(tmp_path):
 
 def test_filters_are_paired_separately(tmp_path):
     def recs(vals):
-        return [_record(i, {"exact_match": v[0]}, "strict") for i, v in enumerate(vals)] + \
-               [_record(i, {"exact_match": v[1]}, "flex") for i, v in enumerate(vals)]
+        return [_record(i, {"exact_match": v[0]}, "strict") for i, v in enumerate(vals)] + [
+            _record(i, {"exact_match": v[1]}, "flex") for i, v in enumerate(vals)
+        ]
 
     o = write_run(tmp_path / "o", {"gsm": recs([(1, 1), (0, 1), (1, 1)])})
     m = write_run(tmp_path / "m", {"gsm": recs([(0, 0), (0, 0), (1, 0)])})
@@ -189,8 +232,12 @@ def test_non_binary_scalar_metric_gets_bootstrap(tmp_path):
 
 def test_variable_length_lists_are_micro_averaged(tmp_path):
     # IFEval-style instruction-level lists
-    o = write_run(tmp_path / "o", {"if": [_record(0, {"inst": [True, True]}), _record(1, {"inst": [True, False, True]})]})
-    m = write_run(tmp_path / "m", {"if": [_record(0, {"inst": [False, False]}), _record(1, {"inst": [True, False, False]})]})
+    o = write_run(
+        tmp_path / "o", {"if": [_record(0, {"inst": [True, True]}), _record(1, {"inst": [True, False, True]})]}
+    )
+    m = write_run(
+        tmp_path / "m", {"if": [_record(0, {"inst": [False, False]}), _record(1, {"inst": [True, False, False]})]}
+    )
     (row,) = compare_folders(o, m, iters=100)["rows"]
     assert row["kind"] == "list"
     assert row["original"] == pytest.approx(4 / 5) and row["masked"] == pytest.approx(1 / 5)
@@ -217,9 +264,17 @@ def test_write_comparison_json_md_and_plot(two_runs, tmp_path):
 
 def test_model_args_of_the_two_conditions():
     base = {"pretrained": "m", "dtype": "float32", "device": None}
-    assert model_args_for(base, "mask.json", masked=False) == {"pretrained": "m", "dtype": "float32",
-                                                              "mask": "mask.json", "top_n": 0}
-    assert model_args_for(base, "mask.json", masked=True) == {"pretrained": "m", "dtype": "float32", "mask": "mask.json"}
+    assert model_args_for(base, "mask.json", masked=False) == {
+        "pretrained": "m",
+        "dtype": "float32",
+        "mask": "mask.json",
+        "top_n": 0,
+    }
+    assert model_args_for(base, "mask.json", masked=True) == {
+        "pretrained": "m",
+        "dtype": "float32",
+        "mask": "mask.json",
+    }
     assert model_args_for(base, "mask.json", masked=True, top_n=3)["top_n"] == 3
 
 
@@ -227,8 +282,22 @@ def test_cli_compares_two_existing_folders(two_runs, tmp_path, capsys):
     from lm_eval_achilles.cli import main
 
     out = tmp_path / "cmp"
-    assert main(["compare", "--original", str(two_runs[0]), "--masked", str(two_runs[1]), "--out", str(out),
-                 "--bootstrap-iters", "100"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--original",
+                str(two_runs[0]),
+                "--masked",
+                str(two_runs[1]),
+                "--out",
+                str(out),
+                "--bootstrap-iters",
+                "100",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "qa" in printed and "p = 0.125" in printed
     assert (out / "comparison.json").is_file() and (out / "comparison.md").is_file()

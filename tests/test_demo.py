@@ -14,9 +14,26 @@ pytestmark = pytest.mark.slow
 
 def test_reduced_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--tasks", "achilles_mmlu_pro,achilles_wikitext", "--limit", "2",
-                 "--max-gen-toks", "6", "--samples", "10", "--max-new-tokens", "6", "--bootstrap-iters", "300",
-                 "--quiet"])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--tasks",
+            "achilles_mmlu_pro,achilles_wikitext",
+            "--limit",
+            "2",
+            "--max-gen-toks",
+            "6",
+            "--samples",
+            "10",
+            "--max-new-tokens",
+            "6",
+            "--bootstrap-iters",
+            "300",
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
 
@@ -26,8 +43,11 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
 
     comp = json.loads((out / "compare" / "comparison.json").read_text())
     rows = {(r["task"], r["metric"]): r for r in comp["rows"]}
-    assert {("achilles_mmlu_pro", "acc"), ("achilles_mmlu_pro", "meaningless_rate"),
-            ("achilles_wikitext", "token_perplexity")} <= rows.keys()
+    assert {
+        ("achilles_mmlu_pro", "acc"),
+        ("achilles_mmlu_pro", "meaningless_rate"),
+        ("achilles_wikitext", "token_perplexity"),
+    } <= rows.keys()
     acc = rows[("achilles_mmlu_pro", "acc")]
     assert acc["n"] == 2 and acc["test"]["name"] == "mcnemar-exact"
     ppl = rows[("achilles_wikitext", "token_perplexity")]
@@ -40,10 +60,19 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     assert (out / "compare" / "original").is_dir() and (out / "compare" / "masked").is_dir()
     assert sorted(p.name for p in (out / "compare" / "cache").iterdir()) == ["masked_rank0.db", "original_rank0.db"]
 
-    for rel in ("report/phase_transition.png", "report/layer_module.png", "report/answer_token.png",
-                "compare/comparison.png", "report/report.md", "compare/comparison.md", "demo.md"):
+    for rel in (
+        "report/phase_transition.png",
+        "report/layer_module.png",
+        "report/answer_token.png",
+        "compare/comparison.png",
+        "report/report.md",
+        "compare/comparison.md",
+        "demo.md",
+    ):
         assert (out / rel).stat().st_size > 200, rel
-    assert "achilles_wikitext" in printed and "plots:" in printed and str(out / "report" / "answer_token.png") in printed
+    assert (
+        "achilles_wikitext" in printed and "plots:" in printed and str(out / "report" / "answer_token.png") in printed
+    )
     demo_md = (out / "demo.md").read_text()
     assert "| achilles_wikitext | token_perplexity ↓ | 2 |" in demo_md
     assert "generation capped at 6 new tokens" in demo_md

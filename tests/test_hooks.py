@@ -11,8 +11,12 @@ from lm_eval_achilles.locator.masking import fold, folded, masked, output_sizes,
 
 CRITICAL = [Neuron("model.layers.11.mlp.down_proj", 507)]
 SEVERAL = CRITICAL + [Neuron("model.layers.3.self_attn.q_proj", 5), Neuron("model.layers.20.mlp.up_proj", 100)]
-PROMPTS = ["The capital of France is", "Water is made of hydrogen and oxygen, and",
-           "One, two, three,", "In 1969 two astronauts walked on the"]
+PROMPTS = [
+    "The capital of France is",
+    "Water is made of hydrogen and oxygen, and",
+    "One, two, three,",
+    "In 1969 two astronauts walked on the",
+]
 
 
 def _capture(model, name):
@@ -88,10 +92,18 @@ def test_kv_cache_decoding_equals_full_recompute(embedded):
     model, tok = embedded.model, embedded.tokenizer
     ids = _ids(tok, PROMPTS[0])
     with masked(model, SEVERAL):
-        gen = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True,
-                             pad_token_id=tok.pad_token_id, output_logits=True, return_dict_in_generate=True)
-        gen_nocache = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False,
-                                     pad_token_id=tok.pad_token_id)
+        gen = model.generate(
+            ids,
+            max_new_tokens=8,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=tok.pad_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        gen_nocache = model.generate(
+            ids, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=tok.pad_token_id
+        )
         full = model(gen.sequences, use_cache=False).logits
     assert torch.equal(gen.sequences, gen_nocache)
     # each decoding step's logits (from the KV cache) match a masked full forward
@@ -133,7 +145,9 @@ def test_fold_equals_hooks_and_restores_weights(embedded):
         assert torch.equal(v, weights[k]), k
     assert torch.equal(model(ids).logits, before)
     saved = fold(model, CRITICAL, scale=0.5)
-    assert torch.equal(model.model.layers[11].mlp.down_proj.weight[507], weights["model.layers.11.mlp.down_proj.weight"][507] * 0.5)
+    assert torch.equal(
+        model.model.layers[11].mlp.down_proj.weight[507], weights["model.layers.11.mlp.down_proj.weight"][507] * 0.5
+    )
     unfold(saved)
     assert torch.equal(model.model.layers[11].mlp.down_proj.weight, weights["model.layers.11.mlp.down_proj.weight"])
 

@@ -27,10 +27,20 @@ def critical_mask(tmp_path_factory, embedded):
     ranking = CRITICAL + [["model.layers.28.mlp.down_proj", 507], ["model.layers.29.mlp.down_proj", 507]]
     doc = {
         "format": FORMAT,
-        "model": {"name_or_path": "embedded", "architecture": "LlamaForCausalLM", "fingerprint": fingerprint(embedded.model)},
+        "model": {
+            "name_or_path": "embedded",
+            "architecture": "LlamaForCausalLM",
+            "fingerprint": fingerprint(embedded.model),
+        },
         "locator": {"method": "perturbation"},
         "ranking": [{"module": m, "channel": c, "score": 3.0 - i} for i, (m, c) in enumerate(ranking)],
-        "critical": {"size": 1, "baseline_ppl": 111.1, "masked_ppl": 1.9e6, "delta": 4.2, "curve": [[0, 111.1], [1, 1.9e6]]},
+        "critical": {
+            "size": 1,
+            "baseline_ppl": 111.1,
+            "masked_ppl": 1.9e6,
+            "delta": 4.2,
+            "curve": [[0, 111.1], [1, 1.9e6]],
+        },
         "neurons": [{"module": m, "channel": c} for m, c in CRITICAL],
     }
     path = tmp_path_factory.mktemp("mask") / "mask.json"
@@ -38,15 +48,22 @@ def critical_mask(tmp_path_factory, embedded):
     return str(path)
 
 
-def _evaluate(model_args: dict, tasks=("achilles_test_rolling", "achilles_test_gen"), batch_size=4, model="achilles_masked"):
+def _evaluate(
+    model_args: dict, tasks=("achilles_test_rolling", "achilles_test_gen"), batch_size=4, model="achilles_masked"
+):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     import lm_eval_achilles.harness.lm_model  # noqa: F401
 
     out = lm_eval.simple_evaluate(
-        model=model, model_args={"dtype": "float32", **model_args}, tasks=list(tasks), device="cpu",
-        batch_size=batch_size, log_samples=True, task_manager=TaskManager(include_path=TASKS),
+        model=model,
+        model_args={"dtype": "float32", **model_args},
+        tasks=list(tasks),
+        device="cpu",
+        batch_size=batch_size,
+        log_samples=True,
+        task_manager=TaskManager(include_path=TASKS),
     )
     return out
 
@@ -66,10 +83,24 @@ def test_stock_lm_eval_console_script(tmp_path, critical_mask):
     runs = {}
     for label, extra in (("original", "top_n=0"), ("masked", f"mask={critical_mask}")):
         out_dir = tmp_path / label
-        cmd = [str(lm_eval_bin), "--model", "achilles_masked",
-               "--model_args", f"pretrained=embedded,dtype=float32,{extra}", "--include_path", TASKS,
-               "--tasks", "achilles_test_rolling,achilles_test_gen", "--device", "cpu", "--batch_size", "4",
-               "--output_path", str(out_dir), "--log_samples"]
+        cmd = [
+            str(lm_eval_bin),
+            "--model",
+            "achilles_masked",
+            "--model_args",
+            f"pretrained=embedded,dtype=float32,{extra}",
+            "--include_path",
+            TASKS,
+            "--tasks",
+            "achilles_test_rolling,achilles_test_gen",
+            "--device",
+            "cpu",
+            "--batch_size",
+            "4",
+            "--output_path",
+            str(out_dir),
+            "--log_samples",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results = json.loads(next(out_dir.rglob("results_*.json")).read_text())
@@ -99,7 +130,10 @@ def test_batch_size_and_fold_and_export(tmp_path, critical_mask):
     from lm_eval_achilles.cli import main
 
     export_dir = tmp_path / "exported"
-    assert main(["export", "--mask", critical_mask, "--out", str(export_dir), "--dtype", "float32", "--device", "cpu"]) == 0
+    assert (
+        main(["export", "--mask", critical_mask, "--out", str(export_dir), "--dtype", "float32", "--device", "cpu"])
+        == 0
+    )
     plain = _evaluate({"pretrained": str(export_dir)}, model="hf")
     assert _wppl(plain) == pytest.approx(_wppl(b4), rel=1e-5)
     assert _generations(plain) == _generations(b4)
@@ -131,8 +165,12 @@ def test_use_cache_never_mixes_original_and_masked(tmp_path, critical_mask):
     runs = {}
     for label, extra in (("original", {"top_n": 0}), ("masked", {"mask": critical_mask}), ("original2", {"top_n": 0})):
         runs[label] = lm_eval.simple_evaluate(
-            model="achilles_masked", model_args={"pretrained": "embedded", "dtype": "float32", **extra},
-            tasks=["achilles_test_rolling"], device="cpu", batch_size=4, use_cache=cache,
+            model="achilles_masked",
+            model_args={"pretrained": "embedded", "dtype": "float32", **extra},
+            tasks=["achilles_test_rolling"],
+            device="cpu",
+            batch_size=4,
+            use_cache=cache,
             task_manager=TaskManager(include_path=TASKS),
         )
     w = {k: v["results"]["achilles_test_rolling"]["word_perplexity,none"] for k, v in runs.items()}
@@ -140,13 +178,16 @@ def test_use_cache_never_mixes_original_and_masked(tmp_path, critical_mask):
     assert w["original2"] == w["original"]
 
 
-@pytest.mark.parametrize("args, message", [
-    ({"mask": "/nonexistent/mask.json"}, "mask file not found"),
-    ({"mask": "MASK", "locate": True}, "not both"),
-    ({"mask": "MASK", "top_n": 4}, "larger than the ranking"),
-    ({"mask": "MASK", "apply": "magic"}, "unknown apply"),
-    ({"top_n": 3}, "needs a ranking"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"mask": "/nonexistent/mask.json"}, "mask file not found"),
+        ({"mask": "MASK", "locate": True}, "not both"),
+        ({"mask": "MASK", "top_n": 4}, "larger than the ranking"),
+        ({"mask": "MASK", "apply": "magic"}, "unknown apply"),
+        ({"top_n": 3}, "needs a ranking"),
+    ],
+)
 def test_bad_model_args_fail_before_loading(args, message, critical_mask):
     from lm_eval_achilles.harness.lm_model import AchillesMaskedLM
 
@@ -168,9 +209,24 @@ def test_mask_for_another_model_is_refused(tmp_path, critical_mask):
 
 def test_achilles_eval_prints_one_error_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "lm_eval_achilles.cli", "eval", "--model", "achilles_masked", "--model_args",
-         "pretrained=embedded,mask=/nonexistent.json", "--tasks", "achilles_test_rolling", "--include_path", TASKS],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "lm_eval_achilles.cli",
+            "eval",
+            "--model",
+            "achilles_masked",
+            "--model_args",
+            "pretrained=embedded,mask=/nonexistent.json",
+            "--tasks",
+            "achilles_test_rolling",
+            "--include_path",
+            TASKS,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "achilles: error: mask file not found: /nonexistent.json"

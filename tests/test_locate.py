@@ -21,8 +21,9 @@ from lm_eval_achilles.locator.search import greedy_search
 @pytest.fixture(scope="module")
 def located(embedded):
     """The paper's settings: Bookends probe, alpha 5, K 100, seed 42, epsilon 1."""
-    return locate(embedded, text=PROBE_TEXT, config=RankerConfig(alpha=5, samples=100, seed=42, progress=False),
-                  epsilon=1.0)
+    return locate(
+        embedded, text=PROBE_TEXT, config=RankerConfig(alpha=5, samples=100, seed=42, progress=False), epsilon=1.0
+    )
 
 
 def test_critical_set_collapses_the_embedded_model(embedded, located, tmp_path):
@@ -45,7 +46,9 @@ def test_critical_set_collapses_the_embedded_model(embedded, located, tmp_path):
     again = load_mask(path)
     assert again.neurons == located.neurons
     assert again.ranking[:50] == located.ranking[:50]
-    assert [x for pt in again.critical.curve for x in pt] == pytest.approx([x for pt in located.critical.curve for x in pt])
+    assert [x for pt in again.critical.curve for x in pt] == pytest.approx(
+        [x for pt in located.critical.curve for x in pt]
+    )
 
 
 def test_mask_file_records_model_and_parameters(located):
@@ -62,12 +65,15 @@ def test_mask_file_records_model_and_parameters(located):
 
 # ---- stage 1 on a tiny random model against a slow per-element reference ---------------------------
 
+
 def _reference_scores(model, ids, modules, alpha, samples, seed, batch_size):
     """Plain computation: K separate forwards, per-element Python loops, no streaming."""
     table = dict(model.named_modules())
     acts = {}
-    handles = [table[m].register_forward_hook(lambda mod, i, o, m=m: acts.__setitem__(m, o[0].detach().clone()))
-               for m in modules]
+    handles = [
+        table[m].register_forward_hook(lambda mod, i, o, m=m: acts.__setitem__(m, o[0].detach().clone()))
+        for m in modules
+    ]
     with torch.no_grad():
         model(input_ids=ids, use_cache=False)
         clean = dict(acts)
@@ -117,12 +123,17 @@ def test_position_granularity_counts_like_the_paper(tiny_llama):
     assert len(ranking) == sum(int((s > 1e-6).sum()) for s in scores.values())
     assert len(ranking) > 0.9 * total
     assert all(r.position is not None for r in ranking)
-    flat = sorted(((-float(s[t, c]), i, t, c) for i, (m, s) in enumerate(scores.items())
-                   for t in range(s.shape[0]) for c in range(s.shape[1])))
+    flat = sorted(
+        (
+            (-float(s[t, c]), i, t, c)
+            for i, (m, s) in enumerate(scores.items())
+            for t in range(s.shape[0])
+            for c in range(s.shape[1])
+        )
+    )
     assert [(r.module, r.position, r.channel) for r in ranking[:40]] == [(modules[i], t, c) for _, i, t, c in flat[:40]]
     # channels repeat across positions, so a prefix of n entries masks <= n distinct channels
-    result = greedy_search(tiny_llama, ids, [r.neuron for r in ranking], epsilon=1e9, max_steps=30,
-                           progress=False)
+    result = greedy_search(tiny_llama, ids, [r.neuron for r in ranking], epsilon=1e9, max_steps=30, progress=False)
     assert result.stopping_reason == "max_steps_reached"
     assert [n for n, _ in result.curve] == list(range(31))
 

@@ -36,13 +36,22 @@ class CharTokenizer:
 
         class Out:
             input_ids = torch.tensor([ids])
+
         return Out()
 
 
 def tiny_with_bias(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=64, mlp_bias=True)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        mlp_bias=True,
+    )
     return LlamaForCausalLM(cfg).eval().to(dtype)
 
 
@@ -62,6 +71,7 @@ def test_all_rankers_registered():
 
 # ---------------------------------------------------------------- gradient
 
+
 def test_gradient_matches_finite_differences_hand_checked():
     """d loss / d (one output entry), by central differences with a hook that adds +-h to that entry.
     (h = 1e-3: transformers computes RoPE in float32 even in a float64 model, so smaller steps drown in
@@ -70,17 +80,25 @@ def test_gradient_matches_finite_differences_hand_checked():
     ids = ids_of(2)
     mods = candidate_modules(model)
     g = gradient_scores(model, ids, mods)
-    for module in ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.0.mlp.up_proj",
-                   "model.layers.0.mlp.act_fn", "model.layers.1.mlp.down_proj", "model.layers.0.post_attention_layernorm"]:
+    for module in [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+        "model.layers.0.mlp.up_proj",
+        "model.layers.0.mlp.act_fn",
+        "model.layers.1.mlp.down_proj",
+        "model.layers.0.post_attention_layernorm",
+    ]:
         flat = int(g[module].argmax())
         pos, ch = divmod(flat, g[module].shape[1])
         target = dict(model.named_modules())[module]
         vals = []
         for h in (1e-3, -1e-3):
+
             def bump(_m, _i, out, h=h):
                 out = out.clone()
                 out[0, pos, ch] += h
                 return out
+
             handle = target.register_forward_hook(bump)
             with torch.no_grad():
                 vals.append(float(loss_of(model, ids)))
@@ -104,6 +122,7 @@ def test_gradient_matches_autograd_per_module_and_fixes_reference_flaw():
         def hook(_m, _i, out):
             leaf["x"] = out.detach().requires_grad_(True)
             return leaf["x"]
+
         handle = table[module].register_forward_hook(hook)
         loss_of(model, ids).backward()
         handle.remove()
@@ -125,6 +144,7 @@ def test_gradient_leaves_parameter_grads_untouched():
 
 # ---------------------------------------------------------------- random
 
+
 def test_random_reproducible_by_seed_and_uses_candidate_channels():
     model = make_tiny_llama(seed=0)
     mods = candidate_modules(model)
@@ -138,11 +158,23 @@ def test_random_reproducible_by_seed_and_uses_candidate_channels():
     assert {r.module for r in a} <= set(mods)
     scores = random_scores(model, mods, 7)
     assert sum(s.numel() for s in scores.values()) == sum(
-        {"q_proj": 16, "k_proj": 16, "v_proj": 16, "o_proj": 16, "post_attention_layernorm": 16, "gate_proj": 32,
-         "act_fn": 32, "up_proj": 32, "down_proj": 16}[m.rsplit(".", 1)[-1]] for m in mods)
+        {
+            "q_proj": 16,
+            "k_proj": 16,
+            "v_proj": 16,
+            "o_proj": 16,
+            "post_attention_layernorm": 16,
+            "gate_proj": 32,
+            "act_fn": 32,
+            "up_proj": 32,
+            "down_proj": 16,
+        }[m.rsplit(".", 1)[-1]]
+        for m in mods
+    )
 
 
 # ---------------------------------------------------------------- activation
+
 
 def test_activation_ranks_by_absolute_value():
     model = tiny_with_bias()
@@ -161,6 +193,7 @@ def test_activation_ranks_by_absolute_value():
 
 
 # ---------------------------------------------------------------- keystone
+
 
 def test_keystone_ranks_planted_always_active_channel_first():
     model = tiny_with_bias(seed=1)
@@ -202,7 +235,13 @@ def test_locate_accepts_every_ranker(tmp_path):
     loaded = LoadedModel(make_tiny_llama(seed=0), CharTokenizer(), "tiny", "tiny")
     text = "the quick brown fox jumps over the lazy dog"
     for method in ("random", "activation", "gradient", "keystone"):
-        mask = locate(loaded, text=text, method=method, epsilon=1e-3, max_steps=50,
-                      config=RankerConfig(samples=4, k=200, progress=False))
+        mask = locate(
+            loaded,
+            text=text,
+            method=method,
+            epsilon=1e-3,
+            max_steps=50,
+            config=RankerConfig(samples=4, k=200, progress=False),
+        )
         assert mask.locator["method"] == method
         assert mask.ranking and mask.critical.curve

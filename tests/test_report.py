@@ -18,11 +18,20 @@ RANKING = [CRITICAL, ("model.layers.29.mlp.down_proj", 10), ("model.layers.0.sel
 
 def make_mask(fingerprint="x", size=1):
     ranking = [RankedNeuron(m, c, 10.0 - i) for i, (m, c) in enumerate(RANKING)]
-    crit = Critical(size=size, baseline_ppl=111.0, masked_ppl=1.9e6, delta=4.23,
-                    curve=[[0, 111.0], [1, 1.9e6], [2, 1.4e6], [3, 1.5e6]])
-    return MaskFile(model=ModelInfo("embedded", "LlamaForCausalLM", fingerprint),
-                    locator={"method": "perturbation", "epsilon": 1.0, "scale": 0.0}, ranking=ranking,
-                    critical=crit, neurons=[r.neuron for r in ranking[:size]])
+    crit = Critical(
+        size=size,
+        baseline_ppl=111.0,
+        masked_ppl=1.9e6,
+        delta=4.23,
+        curve=[[0, 111.0], [1, 1.9e6], [2, 1.4e6], [3, 1.5e6]],
+    )
+    return MaskFile(
+        model=ModelInfo("embedded", "LlamaForCausalLM", fingerprint),
+        locator={"method": "perturbation", "epsilon": 1.0, "scale": 0.0},
+        ranking=ranking,
+        critical=crit,
+        neurons=[r.neuron for r in ranking[:size]],
+    )
 
 
 def test_layer_and_module_parsing():
@@ -31,9 +40,15 @@ def test_layer_and_module_parsing():
     assert layer_of("model.norm") is None
     assert module_kind("model.layers.11.mlp.down_proj") == "mlp.down_proj"
     assert module_kind("model.norm") == "model.norm"
-    counts = layer_module_counts([Neuron("model.layers.1.mlp.down_proj", 1), Neuron("model.layers.1.mlp.down_proj", 2),
-                                  Neuron("model.layers.1.self_attn.q_proj", 1), Neuron("model.layers.1.mlp.down_proj", 1),
-                                  Neuron("lm_head", 0)])
+    counts = layer_module_counts(
+        [
+            Neuron("model.layers.1.mlp.down_proj", 1),
+            Neuron("model.layers.1.mlp.down_proj", 2),
+            Neuron("model.layers.1.self_attn.q_proj", 1),
+            Neuron("model.layers.1.mlp.down_proj", 1),
+            Neuron("lm_head", 0),
+        ]
+    )
     assert counts == {1: {"mlp.down_proj": 2, "self_attn.q_proj": 1}, -1: {"lm_head": 1}}
 
 
@@ -64,8 +79,15 @@ def test_figure1_and_responses_on_the_embedded_model(embedded, tmp_path):
     from lm_eval_achilles.models.loading import fingerprint
 
     mask = make_mask(fingerprint(embedded.model))
-    paths = build_report(mask, tmp_path, loaded=embedded, model_name="SmolLM2", extra_steps=1, max_new_tokens=6,
-                         questions=("What is the capital of France?",))
+    paths = build_report(
+        mask,
+        tmp_path,
+        loaded=embedded,
+        model_name="SmolLM2",
+        extra_steps=1,
+        max_new_tokens=6,
+        questions=("What is the capital of France?",),
+    )
     assert paths["answer_token"].stat().st_size > 1000
     data = json.loads(paths["json"].read_text())
     steps = data["figure1"]["steps"]

@@ -31,10 +31,15 @@ def test_body_only_completion_extracts_nothing():
 
 
 def test_score_extraction_counts_regardless_of_filter():
-    nested = "def f(x):\n    if x:\n        return 1\n    return 0"   # 8-space run: meaningless
-    assert humaneval.score(nested) == {"extraction_rate": 1.0, "extraction_rate_meaningful": 0.0,
-                                       "meaningless_rate": 1.0}
-    assert humaneval.score("def f(x):\n    return x") == {"extraction_rate": 1.0,
-                                                           "extraction_rate_meaningful": 1.0,
-                                                           "meaningless_rate": 0.0}
+    nested = "def f(x):\n    if x:\n        return 1\n    return 0"  # 8-space run: meaningless
+    assert humaneval.score(nested) == {
+        "extraction_rate": 1.0,
+        "extraction_rate_meaningful": 0.0,
+        "meaningless_rate": 1.0,
+    }
+    assert humaneval.score("def f(x):\n    return x") == {
+        "extraction_rate": 1.0,
+        "extraction_rate_meaningful": 1.0,
+        "meaningless_rate": 0.0,
+    }
     assert humaneval.score("    return a + b")["extraction_rate"] == 0.0

@@ -46,8 +46,10 @@ def test_capital_word_frequency_uses_word_tokenize():
 
 def test_keywords_and_end_phrase_together():
     ids = ["keywords:existence", "startend:end_checker"]
-    kwargs = [{"keywords": ["wave", "blue"], "end_phrase": None},
-              {"end_phrase": "Is there anything else I can help with?", "keywords": None}]
+    kwargs = [
+        {"keywords": ["wave", "blue"], "end_phrase": None},
+        {"end_phrase": "Is there anything else I can help with?", "keywords": None},
+    ]
     good = "The blue sea sends a wave to the shore. Is there anything else I can help with?"
     assert ifeval.follow_instructions(ids, kwargs, "p", good) == [True, True]
     assert ifeval.follow_instructions(ids, kwargs, "p", "The blue sea is calm.") == [False, False]
@@ -55,21 +57,32 @@ def test_keywords_and_end_phrase_together():
 
 def test_repeat_prompt_gets_the_prompt():
     prompt = "Say hello. Then explain why."
-    assert check("combination:repeat_prompt", "Say hello. Then explain why. Hello because it is polite.",
-                 prompt=prompt, prompt_to_repeat=prompt)
+    assert check(
+        "combination:repeat_prompt",
+        "Say hello. Then explain why. Hello because it is polite.",
+        prompt=prompt,
+        prompt_to_repeat=prompt,
+    )
 
 
 def test_meaningless_response_follows_nothing():
     # would pass no_comma and lowercase, but the quality filter rejects it first
-    assert ifeval.follow_instructions(["punctuation:no_comma", "change_case:english_lowercase"], [{}, {}], "p",
-                                      "aaaaaaaaaaaa") == [False, False]
+    assert ifeval.follow_instructions(
+        ["punctuation:no_comma", "change_case:english_lowercase"], [{}, {}], "p", "aaaaaaaaaaaa"
+    ) == [False, False]
 
 
 def test_score_and_errors():
-    doc = {"prompt": "p", "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
-           "kwargs": [{}, {}]}
+    doc = {
+        "prompt": "p",
+        "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
+        "kwargs": [{}, {}],
+    }
     assert ifeval.score(doc, "the sun, it shines brightly today") == {
-        "prompt_level_strict_acc": 0.0, "inst_level_strict_acc": [0.0, 1.0], "meaningless_rate": 0.0}
+        "prompt_level_strict_acc": 0.0,
+        "inst_level_strict_acc": [0.0, 1.0],
+        "meaningless_rate": 0.0,
+    }
     with pytest.raises(ValueError, match="unknown IFEval instruction"):
         ifeval.follow_instructions(["no:such"], [{}], "p", "some fine text here")
     with pytest.raises(ValueError, match="2 instructions but 1 kwargs"):

@@ -13,6 +13,7 @@ def test_prompt():
 
 # ---- extraction -------------------------------------------------------------------------------------
 
+
 def test_nested_boxed_is_read_whole():
     assert extract_answer(r"So the result is $\boxed{\frac{1}{2}}$.") == r"\frac{1}{2}"
     assert extract_answer(r"\boxed{\left( 3, \frac{\pi}{2} \right)}") == r"\left( 3, \frac{\pi}{2} \right)"
@@ -54,37 +55,44 @@ def test_expression_pattern_and_nothing():
 
 # ---- grading ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pred,gold,level", [
-    (r"\frac{1}{2}", r"\frac{1}{2}", "basic"),
-    ("0.5", r"\frac{1}{2}", "basic"),
-    (r"\dfrac12", r"\frac{1}{2}", "basic"),
-    ("1/2", r"\frac{1}{2}", "basic"),
-    (r"x = 5", "5", "basic"),
-    (r"90^\circ", "90", "basic"),
-    (r"10\%", "10", "basic"),
-    (r"\text{(C)}", "(C)", "basic"),
-    ("(1, 2)", "(1,2)", "basic"),
-    ("5 cm", "5", "advanced"),
-    ("12 inches", "12", "advanced"),
-    ("1,000", "1000", "advanced"),
-    (r"2\sqrt{2}", r"\sqrt{8}", "sympy"),
-    ("x^2+2x+1", "(x+1)^2", "sympy"),
-    ("(0.5, 3]", r"\left( \frac{1}{2}, 3 \right]", "sympy"),   # interval, element-wise
-])
+
+@pytest.mark.parametrize(
+    "pred,gold,level",
+    [
+        (r"\frac{1}{2}", r"\frac{1}{2}", "basic"),
+        ("0.5", r"\frac{1}{2}", "basic"),
+        (r"\dfrac12", r"\frac{1}{2}", "basic"),
+        ("1/2", r"\frac{1}{2}", "basic"),
+        (r"x = 5", "5", "basic"),
+        (r"90^\circ", "90", "basic"),
+        (r"10\%", "10", "basic"),
+        (r"\text{(C)}", "(C)", "basic"),
+        ("(1, 2)", "(1,2)", "basic"),
+        ("5 cm", "5", "advanced"),
+        ("12 inches", "12", "advanced"),
+        ("1,000", "1000", "advanced"),
+        (r"2\sqrt{2}", r"\sqrt{8}", "sympy"),
+        ("x^2+2x+1", "(x+1)^2", "sympy"),
+        ("(0.5, 3]", r"\left( \frac{1}{2}, 3 \right]", "sympy"),  # interval, element-wise
+    ],
+)
 def test_equivalences(pred, gold, level):
     g = grade(pred, gold)
     assert g == math500.MathGrade(True, level)
 
 
-@pytest.mark.parametrize("pred,gold", [
-    ("3", "4"),
-    ("[1,2)", "(1,2)"),          # interval brackets must match
-    ("(1,2,3)", "(1,2)"),        # element counts must match
-    ("1.5", "1"),                # integer vs non-integer
-    ("", "5"),
-    ("5", ""),
-    ("x+y+z", "z+y+x+0*w"),      # more than two letters: sympy not allowed
-])
+@pytest.mark.parametrize(
+    "pred,gold",
+    [
+        ("3", "4"),
+        ("[1,2)", "(1,2)"),  # interval brackets must match
+        ("(1,2,3)", "(1,2)"),  # element counts must match
+        ("1.5", "1"),  # integer vs non-integer
+        ("", "5"),
+        ("5", ""),
+        ("x+y+z", "z+y+x+0*w"),  # more than two letters: sympy not allowed
+    ],
+)
 def test_non_equivalences(pred, gold):
     assert not grade(pred, gold).correct
 
@@ -124,8 +132,11 @@ def test_time_limit_interrupts_in_main_thread_and_worker_thread():
 
 
 def test_score_needs_meaningful_response():
-    assert math500.score("5", r"Adding, we get $\boxed{5}$.") == {"acc": 1.0, "extraction_rate": 1.0,
-                                                                  "meaningless_rate": 0.0}
+    assert math500.score("5", r"Adding, we get $\boxed{5}$.") == {
+        "acc": 1.0,
+        "extraction_rate": 1.0,
+        "meaningless_rate": 0.0,
+    }
     # correct number but a run of 6 identical characters -> meaningless -> wrong
     assert math500.score("5", "so...... \\boxed{5}")["acc"] == 0.0
     assert math500.score("5", r"The result is \boxed{6}")["acc"] == 0.0

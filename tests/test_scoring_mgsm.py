@@ -4,39 +4,45 @@ from lm_eval_achilles.harness.scoring import mgsm
 from lm_eval_achilles.harness.scoring.aggregate import flat_mean, mean_over_flagged
 
 
-@pytest.mark.parametrize("text,category", [
-    ("3 + 4", "operations"),
-    ("Step 2 is easy", "step_indicators"),
-    ("then we stop", "step_indicators"),
-    ("we calculate it", "math_language"),
-    ("the total is", "math_language"),
-    ("so it is", "logical_connectors"),
-    ("because of that", "logical_connectors"),
-    ("3*4", "calculations"),
-    ("Step 1: add\nStep 2: done", "structure"),
-    ("1. add\n2. done", "structure"),
-    ("- add\n- done", "structure"),
-])
+@pytest.mark.parametrize(
+    "text,category",
+    [
+        ("3 + 4", "operations"),
+        ("Step 2 is easy", "step_indicators"),
+        ("then we stop", "step_indicators"),
+        ("we calculate it", "math_language"),
+        ("the total is", "math_language"),
+        ("so it is", "logical_connectors"),
+        ("because of that", "logical_connectors"),
+        ("3*4", "calculations"),
+        ("Step 1: add\nStep 2: done", "structure"),
+        ("1. add\n2. done", "structure"),
+        ("- add\n- done", "structure"),
+    ],
+)
 def test_each_category_fires(text, category):
     assert category in mgsm.reasoning_categories(text)
 
 
-@pytest.mark.parametrize("text,category", [
-    ("also some", "logical_connectors"),       # "so" only as a word
-    ("firstly", "step_indicators"),
-    ("summer", "math_language"),
-    ("3 apples and 4 pears", "calculations"),
-    ("1. only one item", "structure"),         # needs two list/step lines
-    ("plain words", "operations"),
-])
+@pytest.mark.parametrize(
+    "text,category",
+    [
+        ("also some", "logical_connectors"),  # "so" only as a word
+        ("firstly", "step_indicators"),
+        ("summer", "math_language"),
+        ("3 apples and 4 pears", "calculations"),
+        ("1. only one item", "structure"),  # needs two list/step lines
+        ("plain words", "operations"),
+    ],
+)
 def test_categories_do_not_fire(text, category):
     assert category not in mgsm.reasoning_categories(text)
 
 
 def test_threshold_needs_two_of_six():
     assert mgsm.reasoning_score("a-b") == pytest.approx(1 / 6)
-    assert not mgsm.has_reasoning("well-known")          # one category: 1/6 <= 0.2
-    assert mgsm.has_reasoning("3 + 4 = 7, so 7")         # operations, calculations, connector
+    assert not mgsm.has_reasoning("well-known")  # one category: 1/6 <= 0.2
+    assert mgsm.has_reasoning("3 + 4 = 7, so 7")  # operations, calculations, connector
     assert mgsm.reasoning_score("First, 3 + 4 = 7. Then the total is 7, so 7.\n1. a\n2. b") == 1.0
 
 
@@ -46,7 +52,7 @@ def test_number_extraction():
     assert mgsm.extract_number("x equals 12.") == 12.0
     assert mgsm.extract_number("It costs 7.5 dollars in total 3") == 3.0
     assert mgsm.extract_number("The answer is 1,250 cups.") == 1250.0
-    assert mgsm.extract_number("I also 5 more, then 8.") == 8.0   # "also 5" is not "so 5"
+    assert mgsm.extract_number("I also 5 more, then 8.") == 8.0  # "also 5" is not "so 5"
     assert mgsm.extract_number("no numbers") is None
 
 
@@ -59,7 +65,10 @@ def test_gold_from_answer_number():
 def test_score():
     doc = {"question": "q", "answer": None, "answer_number": 5}
     assert mgsm.score(doc, "Tom has 3 + 2 = 5 apples, so the answer is 5.") == {
-        "reasoning_rate": 1.0, "exact_match": 1.0, "meaningless_rate": 0.0}
+        "reasoning_rate": 1.0,
+        "exact_match": 1.0,
+        "meaningless_rate": 0.0,
+    }
     assert mgsm.score(doc, "The answer is 6.")["exact_match"] == 0.0
     assert mgsm.score(doc, "5 5 5") == {"reasoning_rate": 0.0, "exact_match": 0.0, "meaningless_rate": 1.0}
 

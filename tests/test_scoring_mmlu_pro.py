@@ -6,17 +6,18 @@ DOC = {"question": "What is 2 + 2?", "options": ["3", "5", "6", "4"], "answer": 
 def test_prompt_is_the_reference_string():
     prompt = mmlu_pro.build_prompt(DOC["question"], DOC["options"])
     assert prompt == (
-        'You are a knowledge expert. You are supposed to answer the multi-choice question to derive your final '
+        "You are a knowledge expert. You are supposed to answer the multi-choice question to derive your final "
         'answer as "The answer is (X)" where X is the correct option letter.\n\n'
         "Q: What is 2 + 2?\nOptions are:\n(A): 3\n(B): 5\n(C): 6\n(D): 4"
-        '\n\nPlease provide your answer as "The answer is (X)" where X is the correct option letter.')
+        '\n\nPlease provide your answer as "The answer is (X)" where X is the correct option letter.'
+    )
 
 
 def test_extraction_accepts_only_the_answer_format():
     assert mmlu_pro.extract_choice("The answer is (D).", 4) == 3
-    assert mmlu_pro.extract_choice("  the answer is b", 4) == 1          # upper-cased first
-    assert mmlu_pro.extract_choice("THE   ANSWER\nIS (A)", 4) == 0        # \s+ between words
-    assert mmlu_pro.extract_choice("D", 4) == -1                         # no fallback
+    assert mmlu_pro.extract_choice("  the answer is b", 4) == 1  # upper-cased first
+    assert mmlu_pro.extract_choice("THE   ANSWER\nIS (A)", 4) == 0  # \s+ between words
+    assert mmlu_pro.extract_choice("D", 4) == -1  # no fallback
     assert mmlu_pro.extract_choice("(D) is right", 4) == -1
     assert mmlu_pro.extract_choice("", 4) == -1
 

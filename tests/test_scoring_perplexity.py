@@ -23,8 +23,8 @@ def bos_tokenizer(embedded_path):
 
 def test_select_texts_length_rules():
     fifty, fifty_one = "x" * 50, "y" * 51
-    assert select_texts(["", "  " + fifty + "  ", fifty_one], "wikitext") == [fifty_one]   # > 50
-    assert select_texts([fifty, "short", None, fifty_one], "c4") == [fifty, fifty_one]      # >= 50
+    assert select_texts(["", "  " + fifty + "  ", fifty_one], "wikitext") == [fifty_one]  # > 50
+    assert select_texts([fifty, "short", None, fifty_one], "c4") == [fifty, fifty_one]  # >= 50
     assert select_texts([fifty_one] * 5, "c4", max_docs=3) == [fifty_one] * 3
     with pytest.raises(ValueError, match="unknown corpus"):
         select_texts([], "pile")
@@ -75,6 +75,6 @@ def test_token_weighted_perplexity_uses_weight_n():
 
 
 def test_token_weighted_perplexity_edge_cases():
-    assert token_weighted_perplexity([(-1000.0, 1)]) == math.inf     # masked models overflow doubles
+    assert token_weighted_perplexity([(-1000.0, 1)]) == math.inf  # masked models overflow doubles
     assert math.isnan(token_weighted_perplexity([]))
     assert token_weighted_perplexity([(-2.0, 2), (-5.0, 0)]) == pytest.approx(math.exp(1.0))  # no tokens: skipped

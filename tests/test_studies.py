@@ -31,8 +31,12 @@ def _ids(seed=0, t=14):
 def test_subsets_batched_equals_one_by_one():
     model = make_tiny_llama(seed=1)
     ids = _ids(1)
-    neurons = [Neuron("model.layers.0.mlp.down_proj", 3), Neuron("model.layers.1.mlp.down_proj", 3),
-               Neuron("model.layers.0.self_attn.o_proj", 7), Neuron("model.layers.1.mlp.up_proj", 20)]
+    neurons = [
+        Neuron("model.layers.0.mlp.down_proj", 3),
+        Neuron("model.layers.1.mlp.down_proj", 3),
+        Neuron("model.layers.0.self_attn.o_proj", 7),
+        Neuron("model.layers.1.mlp.up_proj", 20),
+    ]
     subsets = all_subsets(len(neurons))
     assert len(subsets) == 15 and subsets[0] == (0, 1, 2, 3)
     batched = subset_nlls(model, ids, neurons, subsets, batch_size=4)
@@ -69,7 +73,7 @@ def test_prune_minimal_gives_minimal_set():
     with masked(model, minimal):
         assert delta(float(mean_nll(model, ids)[0]), base) >= eps
     for i in range(len(minimal)):
-        with masked(model, minimal[:i] + minimal[i + 1:]):
+        with masked(model, minimal[:i] + minimal[i + 1 :]):
             assert delta(float(mean_nll(model, ids)[0]), base) < eps
 
 
@@ -87,10 +91,22 @@ def test_component_groups_and_prefix_sizes():
 def study_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("studies")
     loaded = LoadedModel(make_tiny_llama(seed=0), CharTokenizer(), "tiny", "tiny llama")
-    ctx = StudyContext(loaded=loaded, out=out, command="pytest", probe_text=TEXT,
-                       eval_texts=["a tiny evaluation paragraph with more than fifty characters in it, twice over",
-                                   "another evaluation text, also long enough to be kept as a sample here"],
-                       samples=4, trials=2, epsilon=0.05, max_steps=30, quick=True, progress=False)
+    ctx = StudyContext(
+        loaded=loaded,
+        out=out,
+        command="pytest",
+        probe_text=TEXT,
+        eval_texts=[
+            "a tiny evaluation paragraph with more than fifty characters in it, twice over",
+            "another evaluation text, also long enough to be kept as a sample here",
+        ],
+        samples=4,
+        trials=2,
+        epsilon=0.05,
+        max_steps=30,
+        quick=True,
+        progress=False,
+    )
     for name in STUDIES:
         run_study(name, ctx)
     write_index(ctx, STUDIES)

@@ -47,8 +47,11 @@ def test_missing_dir(tmp_path):
 
 
 def test_missing_field_names_file_line_and_field(tmp_path):
-    md = _write(tmp_path, "math500", json.dumps({"problem": "1+1", "answer": "2"}) + "\n"
-                + json.dumps({"problem": "2+2"}) + "\n")
+    md = _write(
+        tmp_path,
+        "math500",
+        json.dumps({"problem": "1+1", "answer": "2"}) + "\n" + json.dumps({"problem": "2+2"}) + "\n",
+    )
     with pytest.raises(TaskDataError, match=r"math500\.jsonl:2: field 'answer' is missing"):
         task_data.load_records("math500", **md)
 
@@ -69,8 +72,11 @@ def test_empty_file_and_ifeval_kwargs_mismatch(tmp_path):
     md = _write(tmp_path, "c4", "\n\n")
     with pytest.raises(TaskDataError, match="no records"):
         task_data.load_records("c4", **md)
-    md = _write(tmp_path, "ifeval", json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["a", "b"],
-                                                "kwargs": [{}]}) + "\n")
+    md = _write(
+        tmp_path,
+        "ifeval",
+        json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["a", "b"], "kwargs": [{}]}) + "\n",
+    )
     with pytest.raises(TaskDataError, match="'kwargs' has 1 entries but 'instruction_id_list' has 2"):
         task_data.load_records("ifeval", **md)
 
@@ -94,10 +100,9 @@ def test_hub_failure_points_to_offline_use(monkeypatch):
 
 def test_ppl_dataset_selects_and_cuts(embedded_path):
     ds = task_data.load_ppl_dataset("wikitext", data_dir=str(FIXTURES), pretrained=str(embedded_path))["test"]
-    assert len(ds) == 4                       # headings, blanks and the 50-character line are dropped
-    assert max(ds["ppl_scored"]) == 511       # the long text is cut at 512 tokens
-    ds = task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained=str(embedded_path),
-                                    ppl_max_docs=2)["test"]
+    assert len(ds) == 4  # headings, blanks and the 50-character line are dropped
+    assert max(ds["ppl_scored"]) == 511  # the long text is cut at 512 tokens
+    ds = task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained=str(embedded_path), ppl_max_docs=2)["test"]
     assert len(ds) == 2
     with pytest.raises(TaskDataError, match="cannot load the tokenizer"):
         task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained="/no/such/model")

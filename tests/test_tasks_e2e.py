@@ -35,11 +35,23 @@ def _evaluate(embedded_path, tasks, limit, gen_kwargs=None):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False,
-                          metadata={"data_dir": str(FIXTURES), "pretrained": str(embedded_path)})
-    return simple_evaluate(model="hf", model_args=f"pretrained={embedded_path},dtype=float32", tasks=tasks,
-                           task_manager=manager, limit=limit, gen_kwargs=gen_kwargs, device="cpu",
-                           batch_size=4, log_samples=False, bootstrap_iters=0)
+    manager = TaskManager(
+        include_path=str(TASK_DIR),
+        include_defaults=False,
+        metadata={"data_dir": str(FIXTURES), "pretrained": str(embedded_path)},
+    )
+    return simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={embedded_path},dtype=float32",
+        tasks=tasks,
+        task_manager=manager,
+        limit=limit,
+        gen_kwargs=gen_kwargs,
+        device="cpu",
+        batch_size=4,
+        log_samples=False,
+        bootstrap_iters=0,
+    )
 
 
 def test_generative_tasks_report_every_metric(embedded_path):

@@ -8,7 +8,7 @@ SENTENCES = PROBE_TEXT.split(" . ")
 
 
 def load_rolling(**_metadata):
-    texts = [" . ".join(SENTENCES[i % len(SENTENCES):] + SENTENCES) * 2 for i in range(32)]
+    texts = [" . ".join(SENTENCES[i % len(SENTENCES) :] + SENTENCES) * 2 for i in range(32)]
     return {"test": datasets.Dataset.from_dict({"text": texts})}
 
 

@@ -37,8 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in _command_modules():
         passthrough = getattr(module, "PASS_THROUGH", False)
-        p = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP, add_help=not passthrough,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(
+            name.replace("_", "-"),
+            help=module.HELP,
+            description=module.HELP,
+            add_help=not passthrough,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run, _passthrough=passthrough)
     return parser

@@ -8,8 +8,11 @@ HELP = "CI gate: check a mask file or a comparison against stated thresholds (ex
 def add_arguments(p):
     from lm_eval_achilles.comparison.check import COMPARISON_RULES, MASK_RULES
 
-    p.add_argument("inputs", nargs="+", help="mask file(s) (achilles locate) and/or comparison.json or its folder "
-                                            "(achilles compare / demo)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="mask file(s) (achilles locate) and/or comparison.json or its folder (achilles compare / demo)",
+    )
     g = p.add_argument_group("rules on a mask file")
     helps = {
         "min_critical_size": "holds if the critical set has at least N neurons (or none was found within the step cap)",
@@ -19,15 +22,18 @@ def add_arguments(p):
         "max_baseline_ppl": "holds if the unmasked probe perplexity is <= X",
     }
     for name, (flag, kind, _) in MASK_RULES.items():
-        g.add_argument(flag, dest=name, type=kind, action="append", metavar="N" if kind is int else "X",
-                       help=helps[name])
-    g = p.add_argument_group("rules on a comparison (SPEC = TASK:METRIC=VALUE; TASK may be *; METRIC may be metric,filter)")
+        g.add_argument(
+            flag, dest=name, type=kind, action="append", metavar="N" if kind is int else "X", help=helps[name]
+        )
+    g = p.add_argument_group(
+        "rules on a comparison (SPEC = TASK:METRIC=VALUE; TASK may be *; METRIC may be metric,filter)"
+    )
     helps = {
         "min_masked_score": "masked score >= VALUE",
         "max_masked_score": "masked score <= VALUE",
         "min_original_score": "original score >= VALUE",
         "max_drop": "degradation <= VALUE (original-masked if higher is better, masked-original if lower is "
-                    "better; perplexities in orders of magnitude)",
+        "better; perplexities in orders of magnitude)",
         "min_drop": "degradation >= VALUE",
     }
     for name, (flag, _) in COMPARISON_RULES.items():

@@ -12,8 +12,12 @@ def add_arguments(p):
     p.add_argument("--mask", default=None, help="mask file (default: run `achilles locate` first, into OUT/mask.json)")
     p.add_argument("--tasks", default=None, help="comma-separated lm-eval tasks or groups, e.g. achilles,achilles_ppl")
     p.add_argument("--out", required=True, help="output folder: original/, masked/, cache/, comparison.json/.md/.png")
-    p.add_argument("--original", default=None, help="existing lm-eval output folder of the original model "
-                                                    "(with --masked: compare these two runs, evaluate nothing)")
+    p.add_argument(
+        "--original",
+        default=None,
+        help="existing lm-eval output folder of the original model "
+        "(with --masked: compare these two runs, evaluate nothing)",
+    )
     p.add_argument("--masked", default=None, help="existing lm-eval output folder of the masked model")
     p.add_argument("--limit", type=float, default=None, help="documents per task (as lm_eval --limit)")
     p.add_argument("--batch-size", default="1", help="lm-eval batch size (int or auto)")
@@ -23,7 +27,9 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None, help="offline data: read DIR/<name>.jsonl (sets --metadata data_dir)")
     p.add_argument("--metadata", default=None, help="JSON passed to lm-eval as --metadata")
     p.add_argument("--include-path", action="append", default=[], help="extra lm-eval task folder (repeatable)")
-    p.add_argument("--top-n", type=int, default=None, help="mask the first K ranked neurons instead of the critical set")
+    p.add_argument(
+        "--top-n", type=int, default=None, help="mask the first K ranked neurons instead of the critical set"
+    )
     p.add_argument("--scale", type=float, default=None, help="masked channels are multiplied by this (default 0)")
     p.add_argument("--apply", default=None, choices=["hooks", "fold"], help="how the mask is applied")
     p.add_argument("--no-cache", action="store_true", help="do not keep lm-eval response caches under OUT/cache")
@@ -56,11 +62,19 @@ def settings_from_args(args):
             raise AchillesError(f"--limit must be > 0, got {limit}")
         limit = int(limit) if limit >= 1 and float(limit).is_integer() else limit
     batch = args.batch_size if args.batch_size.startswith("auto") else int(args.batch_size)
-    return RunSettings(tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], limit=limit, batch_size=batch,
-                       gen_kwargs=args.gen_kwargs, seed=args.seed, device=args.device or default_device(),
-                       metadata=metadata,
-                       include_path=list(args.include_path), use_cache=not args.no_cache,
-                       num_fewshot=args.num_fewshot, confirm_run_unsafe_code=args.confirm_run_unsafe_code)
+    return RunSettings(
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        limit=limit,
+        batch_size=batch,
+        gen_kwargs=args.gen_kwargs,
+        seed=args.seed,
+        device=args.device or default_device(),
+        metadata=metadata,
+        include_path=list(args.include_path),
+        use_cache=not args.no_cache,
+        num_fewshot=args.num_fewshot,
+        confirm_run_unsafe_code=args.confirm_run_unsafe_code,
+    )
 
 
 def base_model_args(args) -> dict:

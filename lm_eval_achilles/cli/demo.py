@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-HELP = ("the main job end to end on the embedded SmolLM2-135M-Instruct, offline: locate, report, "
-        "original-vs-masked comparison on the packaged sample documents")
+HELP = (
+    "the main job end to end on the embedded SmolLM2-135M-Instruct, offline: locate, report, "
+    "original-vs-masked comparison on the packaged sample documents"
+)
 
 
 def add_arguments(p):
@@ -13,10 +15,20 @@ def add_arguments(p):
     p.add_argument("--out", default=str(d.out), help="output folder")
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="lm-eval tasks or groups")
     p.add_argument("--limit", type=int, default=d.limit or 0, help="documents per task (0 = all)")
-    p.add_argument("--max-gen-toks", type=int, default=d.max_gen_toks,
-                   help="cap on new tokens per answer, for speed (0 = the tasks' own 50/512)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="lm-eval batch size (documents per forward/generate call)")
-    p.add_argument("--data-dir", default=None, help="folder of <name>.jsonl task documents (default: the sample documents shipped in the package)")
+    p.add_argument(
+        "--max-gen-toks",
+        type=int,
+        default=d.max_gen_toks,
+        help="cap on new tokens per answer, for speed (0 = the tasks' own 50/512)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="lm-eval batch size (documents per forward/generate call)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of <name>.jsonl task documents (default: the sample documents shipped in the package)",
+    )
     p.add_argument("--mask", default=None, help="reuse this mask file instead of locating")
     p.add_argument("--samples", type=int, default=None, help="stage-1 noise samples K (default: the paper's 100)")
     p.add_argument("--seed", type=int, default=d.seed, help="lm-eval and bootstrap seed")
@@ -34,8 +46,12 @@ def run(args) -> int:
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.paper.demo import DemoConfig, run_demo
 
-    for name, value, low in (("--limit", args.limit, 0), ("--max-gen-toks", args.max_gen_toks, 0),
-                             ("--batch-size", args.batch_size, 1), ("--max-new-tokens", args.max_new_tokens, 1)):
+    for name, value, low in (
+        ("--limit", args.limit, 0),
+        ("--max-gen-toks", args.max_gen_toks, 0),
+        ("--batch-size", args.batch_size, 1),
+        ("--max-new-tokens", args.max_new_tokens, 1),
+    ):
         if value < low:
             raise AchillesError(f"{name} must be >= {low}, got {value}")
     if args.samples is not None and args.samples < 1:
@@ -43,17 +59,27 @@ def run(args) -> int:
     if args.mask and not Path(args.mask).is_file():
         raise AchillesError(f"mask file not found: {args.mask}")
     logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
-    cfg = DemoConfig(out=Path(args.out), tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
-                     limit=args.limit or None, max_gen_toks=args.max_gen_toks or None, batch_size=args.batch_size,
-                     data_dir=Path(args.data_dir) if args.data_dir else None,
-                     mask=Path(args.mask) if args.mask else None, samples=args.samples, seed=args.seed,
-                     max_new_tokens=args.max_new_tokens, bootstrap_iters=args.bootstrap_iters,
-                     progress=not args.quiet, command=" ".join(["achilles", *sys.argv[1:]]) if
-                     sys.argv[1:2] == ["demo"] else "achilles demo")
+    cfg = DemoConfig(
+        out=Path(args.out),
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+        limit=args.limit or None,
+        max_gen_toks=args.max_gen_toks or None,
+        batch_size=args.batch_size,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        mask=Path(args.mask) if args.mask else None,
+        samples=args.samples,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        bootstrap_iters=args.bootstrap_iters,
+        progress=not args.quiet,
+        command=" ".join(["achilles", *sys.argv[1:]]) if sys.argv[1:2] == ["demo"] else "achilles demo",
+    )
     result = run_demo(cfg)
     print()
-    print(f"Original vs masked ({len(result.comparison['rows'])} rows; {cfg.limit or 'all'} document(s) per task, "
-          f"generation capped at {cfg.max_gen_toks or 'the tasks’'} new tokens):")
+    print(
+        f"Original vs masked ({len(result.comparison['rows'])} rows; {cfg.limit or 'all'} document(s) per task, "
+        f"generation capped at {cfg.max_gen_toks or 'the tasks’'} new tokens):"
+    )
     print(text_table(result.comparison))
     print()
     print("plots:")

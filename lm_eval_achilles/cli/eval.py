@@ -25,7 +25,13 @@ def run_lm_eval(argv: list[str]) -> int:
     original_init = manager.TaskManager.__init__
 
     def init_with_our_tasks(self, *args, include_path=None, **kwargs):
-        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        paths = (
+            []
+            if include_path is None
+            else list(include_path)
+            if isinstance(include_path, (list, tuple))
+            else [include_path]
+        )
         original_init(self, *args, include_path=[ours, *paths], **kwargs)
 
     manager.TaskManager.__init__ = init_with_our_tasks

@@ -11,7 +11,9 @@ HELP = "save the masked (folded) model as a normal Hugging Face checkpoint"
 def add_arguments(p):
     add_model_arguments(p)
     p.add_argument("--mask", required=True, help="mask file (achilles-mask/1)")
-    p.add_argument("--top-n", type=int, default=None, help="fold the first N ranked neurons instead of the critical set")
+    p.add_argument(
+        "--top-n", type=int, default=None, help="fold the first N ranked neurons instead of the critical set"
+    )
     p.add_argument("--scale", type=float, default=0.0, help="masked channels are multiplied by this (beta)")
     p.add_argument("--allow-fingerprint-mismatch", action="store_true")
     p.add_argument("--out", required=True, help="output folder")
@@ -25,8 +27,9 @@ def run(args) -> int:
     from lm_eval_achilles.harness.model_args import MaskingSpec
     from lm_eval_achilles.locator.masking import fold
 
-    spec = MaskingSpec.from_args(mask=args.mask, top_n=args.top_n, scale=args.scale,
-                                 allow_fingerprint_mismatch=args.allow_fingerprint_mismatch)
+    spec = MaskingSpec.from_args(
+        mask=args.mask, top_n=args.top_n, scale=args.scale, allow_fingerprint_mismatch=args.allow_fingerprint_mismatch
+    )
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise AchillesError(f"output folder {out} exists and is not empty")

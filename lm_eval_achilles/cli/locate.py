@@ -13,15 +13,21 @@ def add_arguments(p):
     p.add_argument("--text", default=None, help="probe text (default: the paper's Bookends paragraph)")
     p.add_argument("--text-file", default=None, help="read the probe text from a file")
     p.add_argument("--test-text", default=None, help="stage-2 perplexity text (default: the probe text)")
-    p.add_argument("--method", default="perturbation", help="perturbation (the paper), activation, gradient, random, keystone")
+    p.add_argument(
+        "--method", default="perturbation", help="perturbation (the paper), activation, gradient, random, keystone"
+    )
     p.add_argument("--alpha", type=float, default=defaults.ALPHA, help="noise scale of stage 1")
     p.add_argument("--samples", type=int, default=defaults.SAMPLES, help="number of noisy samples K")
     p.add_argument("--epsilon", type=float, default=defaults.EPSILON, help="threshold in orders of magnitude of PPL")
     p.add_argument("--step", type=int, default=defaults.STEP, help="greedy step size")
     p.add_argument("--max-steps", type=int, default=defaults.MAX_STEPS, help="stage-2 step cap")
     p.add_argument("--seed", type=int, default=defaults.SEED)
-    p.add_argument("--granularity", default="channel", choices=["channel", "position"],
-                   help="rank distinct channels, or (module, position, channel) entries as the paper counts")
+    p.add_argument(
+        "--granularity",
+        default="channel",
+        choices=["channel", "position"],
+        help="rank distinct channels, or (module, position, channel) entries as the paper counts",
+    )
     p.add_argument("--modules", default=None, help="restrict candidates: globs (e.g. '*down_proj') or re:REGEX")
     p.add_argument("--scale", type=float, default=0.0, help="masked channels are multiplied by this (beta)")
     p.add_argument("--batch-size", type=int, default=25, help="noisy samples per forward in stage 1")
@@ -37,11 +43,28 @@ def run(args) -> int:
     from lm_eval_achilles.locator.summary import print_locate_summary
 
     loaded = load_from_args(args)
-    cfg = RankerConfig(alpha=args.alpha, samples=args.samples, seed=args.seed, granularity=args.granularity,
-                       batch_size=args.batch_size, k=args.ranking_size, progress=not args.quiet)
-    mask = locate(loaded, text=read_text(args), method=args.method, test_text=args.test_text, config=cfg,
-                  epsilon=args.epsilon, step=args.step, max_steps=args.max_steps, modules=args.modules,
-                  scale=args.scale, dtype=args.dtype)
+    cfg = RankerConfig(
+        alpha=args.alpha,
+        samples=args.samples,
+        seed=args.seed,
+        granularity=args.granularity,
+        batch_size=args.batch_size,
+        k=args.ranking_size,
+        progress=not args.quiet,
+    )
+    mask = locate(
+        loaded,
+        text=read_text(args),
+        method=args.method,
+        test_text=args.test_text,
+        config=cfg,
+        epsilon=args.epsilon,
+        step=args.step,
+        max_steps=args.max_steps,
+        modules=args.modules,
+        scale=args.scale,
+        dtype=args.dtype,
+    )
     path = save_mask(mask, args.out)
     print_locate_summary(mask, loaded.display_name, path)
     return 0 if mask.critical.size > 0 else 1

@@ -11,13 +11,18 @@ def add_arguments(p):
     p.add_argument("mask", help="mask file written by `achilles locate`")
     p.add_argument("--out", required=True, help="folder for the PNGs, report.json and report.md")
     add_model_arguments(p)
-    p.add_argument("--no-model", action="store_true",
-                   help="only the mask-based Figure 2 (skip loading the model for Figure 1 and the responses)")
-    p.add_argument("--extra-steps", type=int, default=4,
-                   help="Figure 1 masks this many ranked neurons beyond the critical set")
+    p.add_argument(
+        "--no-model",
+        action="store_true",
+        help="only the mask-based Figure 2 (skip loading the model for Figure 1 and the responses)",
+    )
+    p.add_argument(
+        "--extra-steps", type=int, default=4, help="Figure 1 masks this many ranked neurons beyond the critical set"
+    )
     p.add_argument("--max-new-tokens", type=int, default=32, help="length of the before/after responses")
-    p.add_argument("--allow-fingerprint-mismatch", action="store_true",
-                   help="use a mask made for another model (warns)")
+    p.add_argument(
+        "--allow-fingerprint-mismatch", action="store_true", help="use a mask made for another model (warns)"
+    )
 
 
 def run(args) -> int:
@@ -41,8 +46,15 @@ def run(args) -> int:
         loaded = load_from_args(args)
         check_fingerprint(mask, fingerprint(loaded.model), args.allow_fingerprint_mismatch)
         name = loaded.display_name
-    paths = build_report(mask, args.out, loaded=loaded, model_name=name, extra_steps=args.extra_steps,
-                         max_new_tokens=args.max_new_tokens, mask_path=args.mask)
+    paths = build_report(
+        mask,
+        args.out,
+        loaded=loaded,
+        model_name=name,
+        extra_steps=args.extra_steps,
+        max_new_tokens=args.max_new_tokens,
+        mask_path=args.mask,
+    )
     for key, path in paths.items():
         print(f"{key:<17} {path}")
     return 0

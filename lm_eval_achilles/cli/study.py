@@ -14,14 +14,19 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output folder (one sub-folder per study)")
     p.add_argument("--text", default=None, help="probe text for ranking and the critical set (default: Bookends)")
     p.add_argument("--text-file", default=None, help="read the probe text from a file")
-    p.add_argument("--eval-file", default=None,
-                   help="evaluation texts: a .jsonl file with a 'text' field per line, or a text file with "
-                        "paragraphs separated by blank lines (default: built-in WikiText-style paragraphs)")
+    p.add_argument(
+        "--eval-file",
+        default=None,
+        help="evaluation texts: a .jsonl file with a 'text' field per line, or a text file with "
+        "paragraphs separated by blank lines (default: built-in WikiText-style paragraphs)",
+    )
     p.add_argument("--alpha", type=float, default=defaults.ALPHA)
     p.add_argument("--samples", type=int, default=defaults.SAMPLES)
     p.add_argument("--seed", type=int, default=defaults.SEED)
     p.add_argument("--epsilon", type=float, default=defaults.EPSILON)
-    p.add_argument("--trials", type=int, default=10, help="random-masking trials (paper: 10 in Fig. 3, 100 in Tables 12-14)")
+    p.add_argument(
+        "--trials", type=int, default=10, help="random-masking trials (paper: 10 in Fig. 3, 100 in Tables 12-14)"
+    )
     p.add_argument("--max-steps", type=int, default=defaults.MAX_STEPS, help="stage-2 step cap")
     p.add_argument("--modules", default=None, help="restrict candidate modules: globs or re:REGEX")
     p.add_argument("--batch-size", type=int, default=8, help="masked sets per batched forward")
@@ -72,10 +77,20 @@ def run(args) -> int:
         raise AchillesError(f"--epsilon must be > 0, got {args.epsilon}")
     loaded = load_from_args(args)
     ctx = StudyContext(
-        loaded=loaded, out=Path(args.out), command="achilles " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        probe_text=read_text(args), alpha=args.alpha, samples=args.samples, seed=args.seed, epsilon=args.epsilon,
-        trials=args.trials, batch_size=args.batch_size, max_steps=args.max_steps, modules=args.modules,
-        quick=args.quick, progress=not args.quiet,
+        loaded=loaded,
+        out=Path(args.out),
+        command="achilles " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        probe_text=read_text(args),
+        alpha=args.alpha,
+        samples=args.samples,
+        seed=args.seed,
+        epsilon=args.epsilon,
+        trials=args.trials,
+        batch_size=args.batch_size,
+        max_steps=args.max_steps,
+        modules=args.modules,
+        quick=args.quick,
+        progress=not args.quiet,
     )
     if args.eval_file:
         ctx.eval_texts = _eval_texts(args.eval_file)

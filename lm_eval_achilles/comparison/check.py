@@ -96,12 +96,14 @@ def load_subject(path: str | Path) -> Subject:
         return Subject(p, "mask", mask_from_json(data, str(p)))
     if fmt == "achilles-comparison/1":
         rows = data.get("rows")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and {"task", "metric", "original", "masked"} <= r.keys()
-                                                 for r in rows):
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and {"task", "metric", "original", "masked"} <= r.keys() for r in rows
+        ):
             raise AchillesError(f"{p}: comparison without valid rows")
         return Subject(p, "comparison", data)
-    raise AchillesError(f"{p}: neither a mask file (achilles-mask/1) nor a comparison (achilles-comparison/1); "
-                        f"format is {fmt!r}")
+    raise AchillesError(
+        f"{p}: neither a mask file (achilles-mask/1) nor a comparison (achilles-comparison/1); format is {fmt!r}"
+    )
 
 
 # --------------------------------------------------------------------------- mask rules
@@ -113,7 +115,10 @@ def _mask_rule(name: str, value: float, mask: MaskFile) -> tuple[bool, str]:
     size = len(mask.neurons)
     if name == "min_critical_size":
         if not found:
-            return True, f"no critical set within the step cap ({c.stopping_reason}): more than any tried size >= {value}"
+            return (
+                True,
+                f"no critical set within the step cap ({c.stopping_reason}): more than any tried size >= {value}",
+            )
         return size >= value, f"critical set size {size} >= {value}"
     if name == "max_critical_size":
         if not found:
@@ -181,14 +186,27 @@ def _matching_rows(spec: ScoreSpec, comparison: dict[str, Any], flag: str) -> li
     rows = comparison["rows"]
     tasks = {r["task"] for r in rows}
     if spec.task != "*" and spec.task not in tasks:
-        raise AchillesError(f"{flag} {spec.text!r}: no task {spec.task!r} in the comparison (tasks: {', '.join(sorted(tasks))})")
-    hits = [r for r in rows if (spec.task == "*" or r["task"] == spec.task) and r["metric"] == spec.metric
-            and (spec.filter is None or r.get("filter", "none") == spec.filter)]
+        raise AchillesError(
+            f"{flag} {spec.text!r}: no task {spec.task!r} in the comparison (tasks: {', '.join(sorted(tasks))})"
+        )
+    hits = [
+        r
+        for r in rows
+        if (spec.task == "*" or r["task"] == spec.task)
+        and r["metric"] == spec.metric
+        and (spec.filter is None or r.get("filter", "none") == spec.filter)
+    ]
     if not hits:
-        have = sorted({f"{r['metric']}" + ("" if r.get("filter", "none") == "none" else f",{r['filter']}")
-                       for r in rows if spec.task == "*" or r["task"] == spec.task})
-        raise AchillesError(f"{flag} {spec.text!r}: no metric {spec.metric!r} for task {spec.task!r} "
-                            f"(metrics: {', '.join(have)})")
+        have = sorted(
+            {
+                f"{r['metric']}" + ("" if r.get("filter", "none") == "none" else f",{r['filter']}")
+                for r in rows
+                if spec.task == "*" or r["task"] == spec.task
+            }
+        )
+        raise AchillesError(
+            f"{flag} {spec.text!r}: no metric {spec.metric!r} for task {spec.task!r} (metrics: {', '.join(have)})"
+        )
     return hits
 
 
@@ -214,8 +232,9 @@ def _comparison_rule(name: str, spec: ScoreSpec, comparison: dict[str, Any]) -> 
 # --------------------------------------------------------------------------- running the gate
 
 
-def run_check(subjects: Sequence[Subject], mask_rules: dict[str, Sequence[float]],
-              comparison_rules: dict[str, Sequence[str]]) -> list[Outcome]:
+def run_check(
+    subjects: Sequence[Subject], mask_rules: dict[str, Sequence[float]], comparison_rules: dict[str, Sequence[str]]
+) -> list[Outcome]:
     """Evaluate every rule on every input of its kind. Raises :class:`AchillesError` for bad input."""
     mask_rules = {k: list(v) for k, v in mask_rules.items() if v}
     comparison_rules = {k: list(v) for k, v in comparison_rules.items() if v}
@@ -229,7 +248,9 @@ def run_check(subjects: Sequence[Subject], mask_rules: dict[str, Sequence[float]
     if comparison_rules and not comps:
         flags = ", ".join(COMPARISON_RULES[k][0] for k in comparison_rules)
         raise AchillesError(f"{flags} apply to a comparison, but no comparison was given")
-    parsed = {name: [parse_spec(t, COMPARISON_RULES[name][0]) for t in texts] for name, texts in comparison_rules.items()}
+    parsed = {
+        name: [parse_spec(t, COMPARISON_RULES[name][0]) for t in texts] for name, texts in comparison_rules.items()
+    }
     outcomes: list[Outcome] = []
     for subject in masks:
         for name, values in mask_rules.items():

@@ -30,7 +30,9 @@ class RunSettings:
     confirm_run_unsafe_code: bool = False
 
 
-def model_args_for(base: dict[str, Any], mask_path: str | Path | None, masked: bool, top_n: int | None = None) -> dict[str, Any]:
+def model_args_for(
+    base: dict[str, Any], mask_path: str | Path | None, masked: bool, top_n: int | None = None
+) -> dict[str, Any]:
     """``achilles_masked`` arguments of one condition: the original is ``top_n=0`` (unmasked)."""
     args = {k: v for k, v in base.items() if v is not None}
     if mask_path is not None:
@@ -62,8 +64,14 @@ def make_task_manager(settings: RunSettings, model_args: dict[str, Any] | None =
     return TaskManager(include_path=include or None, metadata=metadata or None)
 
 
-def run_condition(model: str, model_args: dict[str, Any], settings: RunSettings, out_dir: str | Path,
-                  cache_path: str | Path | None, task_manager=None) -> Path:
+def run_condition(
+    model: str,
+    model_args: dict[str, Any],
+    settings: RunSettings,
+    out_dir: str | Path,
+    cache_path: str | Path | None,
+    task_manager=None,
+) -> Path:
     """One ``lm_eval`` run (in process) with ``--log_samples``, saved exactly like the lm_eval CLI saves it."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
@@ -78,12 +86,23 @@ def run_condition(model: str, model_args: dict[str, Any], settings: RunSettings,
     if cache_path is not None:
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
     results = lm_eval.simple_evaluate(
-        model=model, model_args=dict(model_args), tasks=list(settings.tasks), num_fewshot=settings.num_fewshot,
-        batch_size=settings.batch_size, device=settings.device, limit=settings.limit,
-        use_cache=str(cache_path) if cache_path is not None else None, log_samples=True,
-        evaluation_tracker=tracker, gen_kwargs=settings.gen_kwargs, task_manager=task_manager,
-        random_seed=settings.seed, numpy_random_seed=settings.seed, torch_random_seed=settings.seed,
-        fewshot_random_seed=settings.seed, confirm_run_unsafe_code=settings.confirm_run_unsafe_code,
+        model=model,
+        model_args=dict(model_args),
+        tasks=list(settings.tasks),
+        num_fewshot=settings.num_fewshot,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        limit=settings.limit,
+        use_cache=str(cache_path) if cache_path is not None else None,
+        log_samples=True,
+        evaluation_tracker=tracker,
+        gen_kwargs=settings.gen_kwargs,
+        task_manager=task_manager,
+        random_seed=settings.seed,
+        numpy_random_seed=settings.seed,
+        torch_random_seed=settings.seed,
+        fewshot_random_seed=settings.seed,
+        confirm_run_unsafe_code=settings.confirm_run_unsafe_code,
         metadata=settings.metadata or None,
     )
     if results is None:
@@ -95,8 +114,14 @@ def run_condition(model: str, model_args: dict[str, Any], settings: RunSettings,
     return out_dir
 
 
-def run_conditions(base_model_args: dict[str, Any], mask_path: str | Path, settings: RunSettings,
-                   out_dir: str | Path, model: str = "achilles_masked", top_n: int | None = None) -> tuple[Path, Path]:
+def run_conditions(
+    base_model_args: dict[str, Any],
+    mask_path: str | Path,
+    settings: RunSettings,
+    out_dir: str | Path,
+    model: str = "achilles_masked",
+    top_n: int | None = None,
+) -> tuple[Path, Path]:
     """Evaluate the original and the masked model into ``out_dir/original`` and ``out_dir/masked``, each
     with its own cache file under ``out_dir/cache``. Returns the two folders."""
     out = Path(out_dir)

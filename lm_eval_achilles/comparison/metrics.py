@@ -86,10 +86,18 @@ class Row:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "task": self.task, "metric": self.metric, "filter": self.filter, "n": self.n,
-            "original": _num(self.original), "masked": _num(self.masked), "difference": _num(self.difference),
-            "higher_is_better": self.higher_is_better, "kind": self.kind, "scale": self.scale,
-            "original_stderr": _num(self.original_stderr), "masked_stderr": _num(self.masked_stderr),
+            "task": self.task,
+            "metric": self.metric,
+            "filter": self.filter,
+            "n": self.n,
+            "original": _num(self.original),
+            "masked": _num(self.masked),
+            "difference": _num(self.difference),
+            "higher_is_better": self.higher_is_better,
+            "kind": self.kind,
+            "scale": self.scale,
+            "original_stderr": _num(self.original_stderr),
+            "masked_stderr": _num(self.masked_stderr),
             "test": {k: _num(v) if isinstance(v, float) else v for k, v in self.test.to_json().items()},
         }
 
@@ -109,9 +117,16 @@ def _reported(run: Run, task: str, metric: str, flt: str, stderr: bool = False) 
         return None
 
 
-def score_metric(pm: PairedMetric, aggregation: str | None, higher_is_better: bool | None,
-                 original_reported: float | None = None, masked_reported: float | None = None,
-                 iters: int = 10_000, seed: int = 1234, level: float = 0.95) -> Row:
+def score_metric(
+    pm: PairedMetric,
+    aggregation: str | None,
+    higher_is_better: bool | None,
+    original_reported: float | None = None,
+    masked_reported: float | None = None,
+    iters: int = 10_000,
+    seed: int = 1234,
+    level: float = 0.95,
+) -> Row:
     """Original score, masked score, difference and the paired test for one (task, filter, metric).
 
     Scores are lm-eval's reported aggregates when given, else recomputed from the documents. The test:
@@ -144,8 +159,9 @@ def score_metric(pm: PairedMetric, aggregation: str | None, higher_is_better: bo
             arr = sides[which][idx]
             return log_fn(arr[:, 0].sum(), arr[:, 1].sum())
 
-        test = paired_bootstrap(list(range(n)), list(range(n)), iters=max(1, min(iters, 2000)), seed=seed,
-                                level=level, statistic=boot)
+        test = paired_bootstrap(
+            list(range(n)), list(range(n)), iters=max(1, min(iters, 2000)), seed=seed, level=level, statistic=boot
+        )
 
         def stat(xs, _fn=log_fn, _kind=kind, _agg=aggregation):
             arr = _pairs(xs, _kind)
@@ -159,8 +175,19 @@ def score_metric(pm: PairedMetric, aggregation: str | None, higher_is_better: bo
     difference = None if original is None or masked is None else masked - original
     if scale == "log10" and original and masked and original > 0 and masked > 0:
         test.extra["delta_log10"] = math.log10(masked) - math.log10(original)
-    return Row(task=pm.task, metric=pm.metric, filter=pm.filter, n=n, original=original, masked=masked,
-               difference=difference, higher_is_better=higher_is_better, kind=kind, test=test, scale=scale)
+    return Row(
+        task=pm.task,
+        metric=pm.metric,
+        filter=pm.filter,
+        n=n,
+        original=original,
+        masked=masked,
+        difference=difference,
+        higher_is_better=higher_is_better,
+        kind=kind,
+        test=test,
+        scale=scale,
+    )
 
 
 def _pairs(values: Sequence[Any], kind: str) -> np.ndarray:
@@ -180,17 +207,33 @@ def _pair_statistic(aggregation: str | None):
 
 
 #: Settings that must be the same in both runs for the comparison to be fair (checked, then warned).
-_SAME_SETTINGS = ("limit", "batch_size", "gen_kwargs", "random_seed", "numpy_seed", "torch_seed", "fewshot_seed",
-                  "bootstrap_iters", "device")
+_SAME_SETTINGS = (
+    "limit",
+    "batch_size",
+    "gen_kwargs",
+    "random_seed",
+    "numpy_seed",
+    "torch_seed",
+    "fewshot_seed",
+    "bootstrap_iters",
+    "device",
+)
 _SAME_TASK_SETTINGS = ("generation_kwargs", "num_fewshot", "doc_to_text", "target_delimiter", "fewshot_delimiter")
 
 
-def compare_runs(original: Run, masked: Run, tasks: Sequence[str] | None = None, iters: int = 10_000,
-                 seed: int = 1234, level: float = 0.95) -> dict[str, Any]:
+def compare_runs(
+    original: Run,
+    masked: Run,
+    tasks: Sequence[str] | None = None,
+    iters: int = 10_000,
+    seed: int = 1234,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """Pair two runs task by task and score every metric (the content of ``comparison.json``)."""
     names = list(tasks) if tasks else sorted(set(original.samples) | set(masked.samples))
-    missing = [(t, side) for t in names for side, run in (("original", original), ("masked", masked))
-               if t not in run.samples]
+    missing = [
+        (t, side) for t in names for side, run in (("original", original), ("masked", masked)) if t not in run.samples
+    ]
     if missing:
         desc = "; ".join(f"{t} has no samples in the {side} run" for t, side in missing)
         raise AchillesError(f"the runs do not cover the same tasks: {desc}")
@@ -208,9 +251,15 @@ def compare_runs(original: Run, masked: Run, tasks: Sequence[str] | None = None,
         hib = (original.results.get("higher_is_better", {}) or {}).get(task, {}) or {}
         for pm in pair_task(task, original.samples[task], masked.samples[task]):
             row = score_metric(
-                pm, _aggregation(original, task, pm.metric), hib.get(pm.metric),
-                _reported(original, task, pm.metric, pm.filter), _reported(masked, task, pm.metric, pm.filter),
-                iters=iters, seed=seed, level=level)
+                pm,
+                _aggregation(original, task, pm.metric),
+                hib.get(pm.metric),
+                _reported(original, task, pm.metric, pm.filter),
+                _reported(masked, task, pm.metric, pm.filter),
+                iters=iters,
+                seed=seed,
+                level=level,
+            )
             row.original_stderr = _reported(original, task, pm.metric, pm.filter, stderr=True)
             row.masked_stderr = _reported(masked, task, pm.metric, pm.filter, stderr=True)
             rows.append(row)
@@ -218,8 +267,13 @@ def compare_runs(original: Run, masked: Run, tasks: Sequence[str] | None = None,
         "format": FORMAT,
         "original": _describe(original),
         "masked": _describe(masked),
-        "tests": {"binary": "exact McNemar (two-sided)", "other": f"paired bootstrap, {level:.0%} percentile "
-                  f"interval, seed {seed}", "bootstrap_iters": iters, "level": level, "seed": seed},
+        "tests": {
+            "binary": "exact McNemar (two-sided)",
+            "other": f"paired bootstrap, {level:.0%} percentile interval, seed {seed}",
+            "bootstrap_iters": iters,
+            "level": level,
+            "seed": seed,
+        },
         "warnings": warnings,
         "rows": [r.to_json() for r in rows],
     }
@@ -228,15 +282,26 @@ def compare_runs(original: Run, masked: Run, tasks: Sequence[str] | None = None,
 def _describe(run: Run) -> dict[str, Any]:
     cfg = run.config
     return {
-        "folder": str(run.folder), "results_file": str(run.results_file),
-        "model": cfg.get("model"), "model_args": cfg.get("model_args"),
+        "folder": str(run.folder),
+        "results_file": str(run.results_file),
+        "model": cfg.get("model"),
+        "model_args": cfg.get("model_args"),
         "achilles_mask": cfg.get("achilles_mask"),
-        "limit": cfg.get("limit"), "batch_size": cfg.get("batch_size"), "gen_kwargs": cfg.get("gen_kwargs"),
-        "random_seed": cfg.get("random_seed"), "lm_eval_version": run.results.get("lm_eval_version"),
+        "limit": cfg.get("limit"),
+        "batch_size": cfg.get("batch_size"),
+        "gen_kwargs": cfg.get("gen_kwargs"),
+        "random_seed": cfg.get("random_seed"),
+        "lm_eval_version": run.results.get("lm_eval_version"),
         "tasks": sorted(run.samples),
     }
 
 
-def compare_folders(original: str | Path, masked: str | Path, tasks: Sequence[str] | None = None,
-                    iters: int = 10_000, seed: int = 1234, level: float = 0.95) -> dict[str, Any]:
+def compare_folders(
+    original: str | Path,
+    masked: str | Path,
+    tasks: Sequence[str] | None = None,
+    iters: int = 10_000,
+    seed: int = 1234,
+    level: float = 0.95,
+) -> dict[str, Any]:
     return compare_runs(load_run(original), load_run(masked), tasks=tasks, iters=iters, seed=seed, level=level)

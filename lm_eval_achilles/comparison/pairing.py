@@ -82,8 +82,16 @@ def pair_task(task: str, original: Sequence[dict[str, Any]], masked: Sequence[di
                         f"task {task}: doc_id {rec_key[1]!r} of the {side} run has no value for {', '.join(missing)}"
                     )
         for metric in metrics:
-            out.append(PairedMetric(task=task, filter=flt, metric=metric, doc_ids=[k[1] for k in fkeys],
-                                    original=[a[k][metric] for k in fkeys], masked=[b[k][metric] for k in fkeys]))
+            out.append(
+                PairedMetric(
+                    task=task,
+                    filter=flt,
+                    metric=metric,
+                    doc_ids=[k[1] for k in fkeys],
+                    original=[a[k][metric] for k in fkeys],
+                    masked=[b[k][metric] for k in fkeys],
+                )
+            )
     return out
 
 

@@ -21,15 +21,21 @@ def comparison_bars(rows: Sequence[Mapping], out: str | Path, title: str = "") -
             return float("nan")
         return x
 
-    groups = [("score", [r for r in rows if r.get("scale") != "log10"]),
-              ("perplexity (log scale)", [r for r in rows if r.get("scale") == "log10"])]
+    groups = [
+        ("score", [r for r in rows if r.get("scale") != "log10"]),
+        ("perplexity (log scale)", [r for r in rows if r.get("scale") == "log10"]),
+    ]
     groups = [(name, rs) for name, rs in groups if rs]
     heights = [max(1.2, 0.32 * len(rs) + 0.8) for _, rs in groups]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, sum(heights) + 0.6),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(groups), 1, figsize=(7.5, sum(heights) + 0.6), gridspec_kw={"height_ratios": heights}, squeeze=False
+    )
     for ax, (name, rs) in zip(axes[:, 0], groups):
-        labels = [f"{r['task'].replace('achilles_', '')}: {r['metric']}" + ("" if r.get("filter", "none") == "none"
-                  else f" ({r['filter']})") for r in rs][::-1]
+        labels = [
+            f"{r['task'].replace('achilles_', '')}: {r['metric']}"
+            + ("" if r.get("filter", "none") == "none" else f" ({r['filter']})")
+            for r in rs
+        ][::-1]
         orig = [num(r.get("original")) for r in rs][::-1]
         mask = [num(r.get("masked")) for r in rs][::-1]
         y = list(range(len(rs)))

@@ -40,8 +40,10 @@ def find_results_file(folder: str | Path) -> Path:
         if _DATE_RE.match(folder.name):
             return folder
         raise AchillesError(f"{folder} is not an lm-eval results_<date>.json file or output folder")
-    found = sorted((p for p in folder.rglob("results_*.json") if _DATE_RE.match(p.name)),
-                   key=lambda p: _DATE_RE.match(p.name).group("date"))
+    found = sorted(
+        (p for p in folder.rglob("results_*.json") if _DATE_RE.match(p.name)),
+        key=lambda p: _DATE_RE.match(p.name).group("date"),
+    )
     if not found:
         raise AchillesError(f"no lm-eval results_*.json under {folder} (was it written with --output_path?)")
     return found[-1]
@@ -62,7 +64,7 @@ def load_run(folder: str | Path) -> Run:
     samples: dict[str, list[dict[str, Any]]] = {}
     suffix = f"_{date}.jsonl"
     for path in sorted(results_file.parent.glob(f"samples_*{suffix}")):
-        task = path.name[len("samples_"): -len(suffix)]
+        task = path.name[len("samples_") : -len(suffix)]
         records = []
         with path.open(encoding="utf-8") as f:
             for i, line in enumerate(f, 1):

@@ -126,7 +126,7 @@ def paired_bootstrap(
         for start in range(0, iters, chunk):
             k = min(chunk, iters - start)
             idx = rng.integers(0, n, size=(k, n))
-            diffs[start:start + k] = d[idx].mean(axis=1)
+            diffs[start : start + k] = d[idx].mean(axis=1)
     else:
         full = np.arange(n)
         observed = float(statistic(full, 1) - statistic(full, 0))
@@ -136,13 +136,29 @@ def paired_bootstrap(
             diffs[i] = statistic(idx, 1) - statistic(idx, 0)
     finite = diffs[np.isfinite(diffs)]
     if finite.size == 0:
-        return PairedTest(name="paired-bootstrap", n=n, iters=iters, seed=seed, level=level,
-                          note="no finite bootstrap replicate", extra={"difference": observed})
+        return PairedTest(
+            name="paired-bootstrap",
+            n=n,
+            iters=iters,
+            seed=seed,
+            level=level,
+            note="no finite bootstrap replicate",
+            extra={"difference": observed},
+        )
     alpha = 1.0 - level
     lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
     p = 2.0 * min(float(np.mean(finite <= 0)), float(np.mean(finite >= 0)))
-    return PairedTest(name="paired-bootstrap", n=n, p_value=min(1.0, p), ci_low=float(lo), ci_high=float(hi),
-                      level=level, iters=iters, seed=seed, extra={"difference": observed})
+    return PairedTest(
+        name="paired-bootstrap",
+        n=n,
+        p_value=min(1.0, p),
+        ci_low=float(lo),
+        ci_high=float(hi),
+        level=level,
+        iters=iters,
+        seed=seed,
+        extra={"difference": observed},
+    )
 
 
 def _as_array(values: Sequence[Any], what: str) -> np.ndarray:

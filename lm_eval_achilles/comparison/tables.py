@@ -24,8 +24,10 @@ def format_test(row: dict[str, Any]) -> tuple[str, str]:
         level = f"{float(t.get('level', 0.95)):.0%}"
         p = t.get("p_value")
         ptxt = f"p < {1 / t['iters']:.1g}" if p == 0 and t.get("iters") else f"p = {fmt(p)}"
-        return (f"paired bootstrap ({t.get('iters')}x)",
-                f"{what} {level} CI [{fmt(t['ci_low'])}, {fmt(t['ci_high'])}], {ptxt}")
+        return (
+            f"paired bootstrap ({t.get('iters')}x)",
+            f"{what} {level} CI [{fmt(t['ci_low'])}, {fmt(t['ci_high'])}], {ptxt}",
+        )
     return "none", t.get("note", "")
 
 
@@ -34,13 +36,17 @@ def _arrow(hib: Any) -> str:
 
 
 def markdown_table(comparison: dict[str, Any]) -> str:
-    lines = ["| task | metric | n | original | masked | masked − original | test | result |",
-             "|---|---|--:|--:|--:|--:|---|---|"]
+    lines = [
+        "| task | metric | n | original | masked | masked − original | test | result |",
+        "|---|---|--:|--:|--:|--:|---|---|",
+    ]
     for r in comparison["rows"]:
         label = r["metric"] if r["filter"] == "none" else f"{r['metric']} ({r['filter']})"
         name, result = format_test(r)
-        lines.append(f"| {r['task']} | {label}{_arrow(r['higher_is_better'])} | {r['n']} | {fmt(r['original'])} | "
-                     f"{fmt(r['masked'])} | {signed(r['difference'])} | {name} | {result} |")
+        lines.append(
+            f"| {r['task']} | {label}{_arrow(r['higher_is_better'])} | {r['n']} | {fmt(r['original'])} | "
+            f"{fmt(r['masked'])} | {signed(r['difference'])} | {name} | {result} |"
+        )
     return "\n".join(lines)
 
 
@@ -53,8 +59,17 @@ def text_table(comparison: dict[str, Any]) -> str:
         name, result = format_test(r)
         short = {"mcnemar-exact": "McNemar ", "paired-bootstrap": "bootstrap "}.get(r["test"]["name"], "")
         result = short + result
-        rows.append((r["task"], label + _arrow(r["higher_is_better"]), str(r["n"]), fmt(r["original"]),
-                     fmt(r["masked"]), signed(r["difference"]), result))
+        rows.append(
+            (
+                r["task"],
+                label + _arrow(r["higher_is_better"]),
+                str(r["n"]),
+                fmt(r["original"]),
+                fmt(r["masked"]),
+                signed(r["difference"]),
+                result,
+            )
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out.append("  ".join("-" * w for w in widths))
@@ -71,26 +86,36 @@ def _mask_line(desc: dict[str, Any]) -> str:
     mods = ", ".join(m.get("modules", [])[:4])
     neurons = m.get("neurons") or []
     shown = ", ".join(f"{mod} ch {ch}" for mod, ch in neurons[:5])
-    return (f"{m.get('n_channels')} neuron(s) masked ({shown or mods}), scale {m.get('scale')}, apply {m.get('apply')}, "
-            f"mask {m.get('mask_file')}")
+    return (
+        f"{m.get('n_channels')} neuron(s) masked ({shown or mods}), scale {m.get('scale')}, apply {m.get('apply')}, "
+        f"mask {m.get('mask_file')}"
+    )
 
 
-def comparison_markdown(comparison: dict[str, Any], title: str = "Original vs masked", notes: Sequence[str] = ()) -> str:
+def comparison_markdown(
+    comparison: dict[str, Any], title: str = "Original vs masked", notes: Sequence[str] = ()
+) -> str:
     o, m = comparison["original"], comparison["masked"]
     lines = [f"# {title}", ""]
     lines.append(f"- original: `{o.get('model')}` {_args(o.get('model_args'))} — {_mask_line(o)}")
     lines.append(f"- masked: `{m.get('model')}` {_args(m.get('model_args'))} — {_mask_line(m)}")
-    lines.append(f"- settings (both runs): limit {o.get('limit')}, batch size {o.get('batch_size')}, "
-                 f"gen_kwargs {o.get('gen_kwargs') or 'task defaults'}, seed {o.get('random_seed')}, "
-                 f"lm-eval {o.get('lm_eval_version')}")
+    lines.append(
+        f"- settings (both runs): limit {o.get('limit')}, batch size {o.get('batch_size')}, "
+        f"gen_kwargs {o.get('gen_kwargs') or 'task defaults'}, seed {o.get('random_seed')}, "
+        f"lm-eval {o.get('lm_eval_version')}"
+    )
     t = comparison["tests"]
-    lines.append(f"- tests: 0/1 metrics: {t['binary']}; other metrics: {t['other']} "
-                 f"({t['bootstrap_iters']} resamples; perplexities on log10 scale)")
+    lines.append(
+        f"- tests: 0/1 metrics: {t['binary']}; other metrics: {t['other']} "
+        f"({t['bootstrap_iters']} resamples; perplexities on log10 scale)"
+    )
     for note in notes:
         lines.append(f"- {note}")
     lines += ["", markdown_table(comparison), ""]
-    lines.append("↑ higher is better, ↓ lower is better. McNemar: b = documents right originally and wrong "
-                 "masked, c = the reverse.")
+    lines.append(
+        "↑ higher is better, ↓ lower is better. McNemar: b = documents right originally and wrong "
+        "masked, c = the reverse."
+    )
     if comparison.get("warnings"):
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in comparison["warnings"]]
     return "\n".join(lines) + "\n"
@@ -102,8 +127,13 @@ def _args(model_args: Any) -> str:
     return f"({model_args})" if model_args else ""
 
 
-def write_comparison(comparison: dict[str, Any], out_dir: str | Path, title: str = "Original vs masked",
-                     notes: Sequence[str] = (), plot: bool = True) -> dict[str, Path]:
+def write_comparison(
+    comparison: dict[str, Any],
+    out_dir: str | Path,
+    title: str = "Original vs masked",
+    notes: Sequence[str] = (),
+    plot: bool = True,
+) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "comparison.json", "md": out / "comparison.md"}

@@ -21,8 +21,19 @@ from lm_eval_achilles.harness.model_args import MaskingSpec
 from lm_eval_achilles.locator.masking import fold, masked
 from lm_eval_achilles.models.loading import LoadedModel, default_device, resolve_pretrained
 
-_SPEC_ARGS = ("mask", "top_n", "scale", "apply", "locate", "locate_text", "locate_alpha", "locate_samples",
-              "locate_epsilon", "locate_seed", "allow_fingerprint_mismatch")
+_SPEC_ARGS = (
+    "mask",
+    "top_n",
+    "scale",
+    "apply",
+    "locate",
+    "locate_text",
+    "locate_alpha",
+    "locate_samples",
+    "locate_epsilon",
+    "locate_seed",
+    "allow_fingerprint_mismatch",
+)
 
 
 @register_model("achilles_masked")
@@ -67,8 +78,10 @@ class AchillesMaskedLM(HFLM):
         db = getattr(cache_hook, "dbdict", None)
         if db is not None and self.achilles_neurons:
             if not (hasattr(db, "tablename") and hasattr(db, "conn")):
-                raise AchillesError("--use_cache cannot be separated by mask with this lm-eval version; "
-                                    "use a different cache path for masked runs")
+                raise AchillesError(
+                    "--use_cache cannot be separated by mask with this lm-eval version; "
+                    "use a different cache path for masked runs"
+                )
             db.tablename = f"achilles_{self.achilles_condition}"
             db.conn.execute(f'CREATE TABLE IF NOT EXISTS "{db.tablename}" (key TEXT PRIMARY KEY, value BLOB)')
             db.conn.commit()

@@ -50,9 +50,20 @@ class MaskingSpec:
     mask_file: MaskFile | None = None
 
     @classmethod
-    def from_args(cls, mask=None, top_n=None, scale=0.0, apply="hooks", locate=False, locate_text=None,
-                  locate_alpha=defaults.ALPHA, locate_samples=defaults.SAMPLES, locate_epsilon=defaults.EPSILON,
-                  locate_seed=defaults.SEED, allow_fingerprint_mismatch=False) -> MaskingSpec:
+    def from_args(
+        cls,
+        mask=None,
+        top_n=None,
+        scale=0.0,
+        apply="hooks",
+        locate=False,
+        locate_text=None,
+        locate_alpha=defaults.ALPHA,
+        locate_samples=defaults.SAMPLES,
+        locate_epsilon=defaults.EPSILON,
+        locate_seed=defaults.SEED,
+        allow_fingerprint_mismatch=False,
+    ) -> MaskingSpec:
         """Parse and check everything that can be checked without the model (fail before evaluating)."""
         apply = str(apply)
         if apply not in APPLY_MODES:
@@ -66,8 +77,12 @@ class MaskingSpec:
         if top_n not in (None, 0) and not mask and not locate:
             raise AchillesError(f"top_n={top_n} needs a ranking: pass mask=PATH or locate=true")
         spec = cls(
-            mask_path=str(mask) if mask else None, top_n=top_n, scale=_as_number(scale, "scale"), apply=apply,
-            locate=locate, allow_fingerprint_mismatch=_as_bool(allow_fingerprint_mismatch, "allow_fingerprint_mismatch"),
+            mask_path=str(mask) if mask else None,
+            top_n=top_n,
+            scale=_as_number(scale, "scale"),
+            apply=apply,
+            locate=locate,
+            allow_fingerprint_mismatch=_as_bool(allow_fingerprint_mismatch, "allow_fingerprint_mismatch"),
             locate_params={
                 "text": locate_text if locate_text else defaults.PROBE_TEXT,
                 "alpha": _as_number(locate_alpha, "locate_alpha"),
@@ -104,10 +119,15 @@ class MaskingSpec:
 
     def provenance(self, neurons: list[Neuron]) -> dict[str, Any]:
         info: dict[str, Any] = {
-            "masked": bool(neurons), "source": "none" if self.unmasked else ("locate" if self.locate else "mask"),
-            "mask_file": self.mask_path, "mask_sha256": file_sha256(self.mask_path) if self.mask_path else None,
-            "top_n": self.top_n, "n_channels": len(neurons), "modules": sorted({n.module for n in neurons}),
-            "scale": self.scale, "apply": self.apply,
+            "masked": bool(neurons),
+            "source": "none" if self.unmasked else ("locate" if self.locate else "mask"),
+            "mask_file": self.mask_path,
+            "mask_sha256": file_sha256(self.mask_path) if self.mask_path else None,
+            "top_n": self.top_n,
+            "n_channels": len(neurons),
+            "modules": sorted({n.module for n in neurons}),
+            "scale": self.scale,
+            "apply": self.apply,
             "neurons": [[n.module, n.channel] for n in neurons[:100]],
         }
         return info
@@ -133,15 +153,20 @@ def locate_cached(loaded, params: dict[str, Any]) -> tuple[MaskFile, str]:
     from lm_eval_achilles.models.loading import fingerprint
 
     dtype = dtype_name(next(loaded.model.parameters()).dtype)
-    key = hashlib.sha256(json.dumps([fingerprint(loaded.model), dtype, params], sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([fingerprint(loaded.model), dtype, params], sort_keys=True).encode()).hexdigest()[
+        :20
+    ]
     path = cache_dir() / "locate" / f"{key}.json"
     if path.is_file():
         print(f"[achilles] using cached locator result {path}")
         return load_mask(path), str(path)
     print(f"[achilles] locating critical neurons (cached afterwards in {path})")
     mask = locate(
-        loaded, text=params["text"], epsilon=params["epsilon"],
-        config=RankerConfig(alpha=params["alpha"], samples=params["samples"], seed=params["seed"]), dtype=dtype,
+        loaded,
+        text=params["text"],
+        epsilon=params["epsilon"],
+        config=RankerConfig(alpha=params["alpha"], samples=params["samples"], seed=params["seed"]),
+        dtype=dtype,
     )
     save_mask(mask, path)
     return mask, str(path)

@@ -44,24 +44,40 @@ class HubSource:
 _STR, _LIST, _NUM = (str,), (list,), (int, float)
 
 SOURCES: dict[str, HubSource] = {
-    "mmlu_pro": HubSource("TIGER-Lab/MMLU-Pro", None, "test",
-                          required={"question": _STR, "options": _LIST, "answer": _STR}),
-    "ifeval": HubSource("google/IFEval", None, "train",
-                        required={"prompt": _STR, "instruction_id_list": _LIST, "kwargs": _LIST}),
-    "gpqa_diamond": HubSource("Idavidrein/gpqa", "gpqa_diamond", "train",
-                              required={"Question": _STR, "Correct Answer": _STR, "Incorrect Answer 1": _STR,
-                                        "Incorrect Answer 2": _STR, "Incorrect Answer 3": _STR,
-                                        "Record ID": _STR}),
-    "humaneval": HubSource("openai/openai_humaneval", None, "test",
-                           required={"task_id": _STR, "prompt": _STR, "entry_point": _STR}),
+    "mmlu_pro": HubSource(
+        "TIGER-Lab/MMLU-Pro", None, "test", required={"question": _STR, "options": _LIST, "answer": _STR}
+    ),
+    "ifeval": HubSource(
+        "google/IFEval", None, "train", required={"prompt": _STR, "instruction_id_list": _LIST, "kwargs": _LIST}
+    ),
+    "gpqa_diamond": HubSource(
+        "Idavidrein/gpqa",
+        "gpqa_diamond",
+        "train",
+        required={
+            "Question": _STR,
+            "Correct Answer": _STR,
+            "Incorrect Answer 1": _STR,
+            "Incorrect Answer 2": _STR,
+            "Incorrect Answer 3": _STR,
+            "Record ID": _STR,
+        },
+    ),
+    "humaneval": HubSource(
+        "openai/openai_humaneval", None, "test", required={"task_id": _STR, "prompt": _STR, "entry_point": _STR}
+    ),
     "math500": HubSource("HuggingFaceH4/MATH-500", None, "test", required={"problem": _STR, "answer": _STR}),
     "simpleqa": HubSource("basicv8vc/SimpleQA", None, "test", required={"problem": _STR, "answer": _STR}),
     "mgsm_en": HubSource("juletxara/mgsm", "en", "test", required={"question": _STR, "answer_number": _NUM}),
     "wikitext": HubSource("Salesforce/wikitext", "wikitext-103-v1", "test", required={"text": _STR}),
     # one validation shard (~45k documents) instead of the whole corpus; the first 1000 are used
-    "c4": HubSource("allenai/c4", None, "validation",
-                    data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
-                    required={"text": _STR}),
+    "c4": HubSource(
+        "allenai/c4",
+        None,
+        "validation",
+        data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
+        required={"text": _STR},
+    ),
 }
 NAMES = tuple(SOURCES)
 
@@ -86,14 +102,18 @@ def validate_record(name: str, record: Any, where: str) -> dict:
         raise TaskDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     for key, types in SOURCES[name].required.items():
         if key not in record or record[key] is None:
-            raise TaskDataError(f"{where}: field {key!r} is missing (the {name} task needs the fields "
-                                f"{', '.join(SOURCES[name].required)} of {SOURCES[name].describe()})")
+            raise TaskDataError(
+                f"{where}: field {key!r} is missing (the {name} task needs the fields "
+                f"{', '.join(SOURCES[name].required)} of {SOURCES[name].describe()})"
+            )
         value = record[key]
         if not isinstance(value, types) or isinstance(value, bool):
             raise TaskDataError(f"{where}: field {key!r} must be {_type_name(types)}, got {type(value).__name__}")
     if name == "ifeval" and len(record["kwargs"]) != len(record["instruction_id_list"]):
-        raise TaskDataError(f"{where}: field 'kwargs' has {len(record['kwargs'])} entries but "
-                            f"'instruction_id_list' has {len(record['instruction_id_list'])}")
+        raise TaskDataError(
+            f"{where}: field 'kwargs' has {len(record['kwargs'])} entries but "
+            f"'instruction_id_list' has {len(record['instruction_id_list'])}"
+        )
     return record
 
 
@@ -102,8 +122,10 @@ def read_jsonl(name: str, path: Path) -> list[dict]:
     if name not in SOURCES:
         raise TaskDataError(f"unknown task data {name!r}; expected one of {', '.join(NAMES)}")
     if not path.is_file():
-        raise TaskDataError(f"{path}: no such file (the {name} task reads <data_dir>/{name}.jsonl, "
-                            f"records with the fields of {SOURCES[name].describe()})")
+        raise TaskDataError(
+            f"{path}: no such file (the {name} task reads <data_dir>/{name}.jsonl, "
+            f"records with the fields of {SOURCES[name].describe()})"
+        )
     records = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -133,10 +155,12 @@ def load_records(name: str, **metadata: Any) -> list[dict]:
     try:
         ds = datasets.load_dataset(src.path, src.name, split=src.split, data_files=src.data_files)
     except Exception as exc:  # offline, gated (GPQA) or renamed: say what to do instead
-        raise TaskDataError(f"cannot load {src.describe()} from the hub ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}); for offline use put a copy "
-                            f"at DIR/{name}.jsonl and pass --metadata '{{\"data_dir\": \"DIR\"}}' or set "
-                            f"${DATA_DIR_ENV}") from exc
+        raise TaskDataError(
+            f"cannot load {src.describe()} from the hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); for offline use put a copy "
+            f'at DIR/{name}.jsonl and pass --metadata \'{{"data_dir": "DIR"}}\' or set '
+            f"${DATA_DIR_ENV}"
+        ) from exc
     return [dict(r) for r in ds]
 
 
@@ -155,6 +179,7 @@ def load_task_dataset(name: str, **metadata: Any):
 
 # --------------------------------------------------------------------------------------------------
 # perplexity tasks: the documents carry their lm-eval request strings
+
 
 def _truthy(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
@@ -176,9 +201,11 @@ def ppl_tokenizer(**metadata: Any):
     kwargs: dict[str, Any] = {}
     if not isinstance(name, (str, os.PathLike)) or is_embedded(str(name)):
         if name is None:
-            warnings.warn("perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with the "
-                          "embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": NAME}' otherwise)",
-                          stacklevel=2)
+            warnings.warn(
+                "perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with the "
+                "embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": NAME}' otherwise)",
+                stacklevel=2,
+            )
         name = str(embedded_model_path())
     else:
         name = str(name)
@@ -211,6 +238,12 @@ def load_ppl_dataset(corpus: str, **metadata: Any):
     rows = []
     for text in texts:
         span = scoring_span(tokenizer, text, max_tokens)
-        rows.append({"text": text, "ppl_context": span.context, "ppl_continuation": span.continuation,
-                     "ppl_scored": span.n_scored})
+        rows.append(
+            {
+                "text": text,
+                "ppl_context": span.context,
+                "ppl_continuation": span.continuation,
+                "ppl_scored": span.n_scored,
+            }
+        )
     return as_dataset(rows)

@@ -94,6 +94,7 @@ class Recorder:
             t = first_tensor(output)
             if isinstance(t, torch.Tensor) and (self.ndim is None or t.dim() == self.ndim):
                 self.outputs.setdefault(name, t.detach())
+
         return hook
 
     def __enter__(self) -> Recorder:

@@ -1,9 +1,9 @@
 """``locate``: the paper's two stages end to end, returning a :class:`~lm_eval_achilles.locator.mask_file.MaskFile`.
 
-    from lm_eval_achilles.models.loading import load_model
-    from lm_eval_achilles.locator.locate import locate
-    mask = locate(load_model())          # embedded model, paper defaults
-    print(mask.critical.size, mask.critical.delta)
+from lm_eval_achilles.models.loading import load_model
+from lm_eval_achilles.locator.locate import locate
+mask = locate(load_model())          # embedded model, paper defaults
+print(mask.critical.size, mask.critical.delta)
 """
 
 from __future__ import annotations
@@ -51,15 +51,37 @@ def locate(
     test_ids = probe_ids if test_text is None else encode(tok, test_text, MAX_PPL_TOKENS, what="test text")
     test_ids = test_ids[:, :MAX_PPL_TOKENS]
     result = greedy_search(
-        model, test_ids, [r.neuron for r in ranking], epsilon=epsilon, step=step, max_steps=max_steps,
-        scale=scale, batch_size=search_batch_size, progress=cfg.progress,
+        model,
+        test_ids,
+        [r.neuron for r in ranking],
+        epsilon=epsilon,
+        step=step,
+        max_steps=max_steps,
+        scale=scale,
+        batch_size=search_batch_size,
+        progress=cfg.progress,
     )
-    return to_mask_file(loaded, ranking, result, {
-        "method": method, "text": text, "test_text": test_text, "alpha": cfg.alpha, "samples": cfg.samples,
-        "seed": cfg.seed, "epsilon": epsilon, "step": step, "granularity": cfg.granularity,
-        "dtype": dtype if dtype != "auto" else dtype_name(next(model.parameters()).dtype),
-        "modules": modules, "scale": scale, "max_steps": max_steps, "probe_tokens": int(probe_ids.shape[1]),
-    })
+    return to_mask_file(
+        loaded,
+        ranking,
+        result,
+        {
+            "method": method,
+            "text": text,
+            "test_text": test_text,
+            "alpha": cfg.alpha,
+            "samples": cfg.samples,
+            "seed": cfg.seed,
+            "epsilon": epsilon,
+            "step": step,
+            "granularity": cfg.granularity,
+            "dtype": dtype if dtype != "auto" else dtype_name(next(model.parameters()).dtype),
+            "modules": modules,
+            "scale": scale,
+            "max_steps": max_steps,
+            "probe_tokens": int(probe_ids.shape[1]),
+        },
+    )
 
 
 def to_mask_file(loaded: LoadedModel, ranking, result: SearchResult, locator: dict) -> MaskFile:
@@ -72,8 +94,12 @@ def to_mask_file(loaded: LoadedModel, ranking, result: SearchResult, locator: di
         locator=locator,
         ranking=list(ranking),
         critical=Critical(
-            size=result.size, baseline_ppl=result.baseline_ppl, masked_ppl=result.masked_ppl,
-            delta=result.delta, curve=result.curve_ppl(), stopping_reason=result.stopping_reason,
+            size=result.size,
+            baseline_ppl=result.baseline_ppl,
+            masked_ppl=result.masked_ppl,
+            delta=result.delta,
+            curve=result.curve_ppl(),
+            stopping_reason=result.stopping_reason,
         ),
         neurons=result.neurons,
     )

@@ -78,7 +78,9 @@ class MaskFile:
         if top_n < 0:
             raise AchillesError(f"top_n must be >= 0, got {top_n}")
         if top_n > len(self.ranking):
-            raise AchillesError(f"top_n={top_n} is larger than the ranking in the mask file ({len(self.ranking)} entries)")
+            raise AchillesError(
+                f"top_n={top_n} is larger than the ranking in the mask file ({len(self.ranking)} entries)"
+            )
         return [r.neuron for r in self.ranking[:top_n]]
 
     def to_json(self) -> dict[str, Any]:

@@ -19,7 +19,9 @@ from lm_eval_achilles.locator.hooks import first_tensor, hooked, output_sizes, r
 from lm_eval_achilles.locator.mask_file import Neuron, distinct
 
 
-def validate_neurons(model: nn.Module, neurons: Sequence[Neuron], sizes: dict[str, int] | None = None) -> dict[str, int]:
+def validate_neurons(
+    model: nn.Module, neurons: Sequence[Neuron], sizes: dict[str, int] | None = None
+) -> dict[str, int]:
     """Every module must exist and every channel must be inside its output: nothing is silently unmasked.
 
     Returns the output sizes (pass them on to :func:`row_masked` to save a forward pass)."""

@@ -59,8 +59,15 @@ def ppl(nll: float) -> float:
         return math.inf
 
 
-def evaluate_sets(model, input_ids: torch.Tensor, sets: Sequence[Sequence], scale: float = 0.0,
-                  batch_size: int = 8, progress=None, sizes: dict[str, int] | None = None) -> list[float]:
+def evaluate_sets(
+    model,
+    input_ids: torch.Tensor,
+    sets: Sequence[Sequence],
+    scale: float = 0.0,
+    batch_size: int = 8,
+    progress=None,
+    sizes: dict[str, int] | None = None,
+) -> list[float]:
     """Mean NLL of one text under each neuron set, ``batch_size`` sets per batched forward (a different
     mask per row). ``progress`` is an optional tqdm bar advanced per set; ``sizes`` are module output
     sizes already validated (see :func:`~lm_eval_achilles.locator.masking.validate_neurons`)."""
@@ -72,7 +79,7 @@ def evaluate_sets(model, input_ids: torch.Tensor, sets: Sequence[Sequence], scal
         sizes = validate_neurons(model, union)
     out: list[float] = []
     for start in range(0, len(sets), batch_size):
-        chunk = sets[start:start + batch_size]
+        chunk = sets[start : start + batch_size]
         with row_masked(model, chunk, scale=scale, sizes=sizes):
             out.extend(mean_nll(model, input_ids.expand(len(chunk), -1)).tolist())
         if progress is not None:

@@ -50,6 +50,7 @@ def perturbation_scores(
                 diff = torch.sub(t, clean[name])
                 sums[name] += torch.linalg.vector_norm(diff, ord=1, dim=0, dtype=torch.float32)
             return None
+
         return hook
 
     with hooked(model, {name: make_hook(name) for name in modules}):

@@ -82,8 +82,14 @@ Ranker = Callable[[object, object, torch.Tensor, list, RankerConfig], list[Ranke
 
 def perturbation_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
     scores = perturbation_scores(
-        model, input_ids, modules, alpha=cfg.alpha, samples=cfg.samples, seed=cfg.seed,
-        batch_size=cfg.batch_size, progress=cfg.progress,
+        model,
+        input_ids,
+        modules,
+        alpha=cfg.alpha,
+        samples=cfg.samples,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        progress=cfg.progress,
     )
     return rank_scores(scores, cfg.k, cfg.granularity)
 
@@ -102,6 +108,7 @@ def get_ranker(method: str) -> Ranker:
 # All produce the same RankedNeuron list as stage 1, so the same stage-2 search and mask file apply.
 # --------------------------------------------------------------------------------------------------
 
+
 def _channel_sizes(model, modules) -> dict[str, int]:
     sizes = output_sizes(model, modules)
     return {m: sizes[m] for m in modules}
@@ -115,7 +122,9 @@ def random_scores(model, modules, seed: int) -> dict[str, torch.Tensor]:
     the same pool as the other rankers). The authors' script instead samples rows of every Linear
     weight incl. ``lm_head`` (REFERENCE.md 13.1); a channel pool keeps the comparison like for like."""
     gen = torch.Generator().manual_seed(int(seed))
-    return {m: 1.0 - torch.rand(c, generator=gen, dtype=torch.float64) for m, c in _channel_sizes(model, modules).items()}
+    return {
+        m: 1.0 - torch.rand(c, generator=gen, dtype=torch.float64) for m, c in _channel_sizes(model, modules).items()
+    }
 
 
 def random_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
@@ -135,7 +144,9 @@ def _record_outputs(model, modules, run) -> dict[str, torch.Tensor]:
 def activation_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     """|activation| per (position, channel) of each module's output on one clean forward, [T, C] float32."""
     device = next(model.parameters()).device
-    acts = _record_outputs(model, modules, lambda: model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=1))
+    acts = _record_outputs(
+        model, modules, lambda: model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=1)
+    )
     return {n: acts[n][0].float().abs() for n in modules if n in acts}
 
 
@@ -150,7 +161,9 @@ def signed_activation_scores(model, input_ids, modules) -> dict[str, torch.Tenso
     """Signed activation per (position, channel); ranking it keeps only positive values (the authors'
     AM script sorts the signed value, REFERENCE.md 13.2, so large negative activations rank last)."""
     device = next(model.parameters()).device
-    acts = _record_outputs(model, modules, lambda: model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=1))
+    acts = _record_outputs(
+        model, modules, lambda: model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=1)
+    )
     return {n: acts[n][0].float() for n in modules if n in acts}
 
 
@@ -181,6 +194,7 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
             z = torch.zeros_like(t, requires_grad=True)
             probes[name] = z
             return replace_first(output, t + z)
+
         return hook
 
     with hooked(model, {name: make(name) for name in modules}), torch.enable_grad():
@@ -191,7 +205,9 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
         grads = torch.autograd.grad(loss, [probes[n] for n in names], allow_unused=True)
     out = {}
     for n, g in zip(names, grads):
-        out[n] = torch.zeros(probes[n].shape[1:], dtype=torch.float32) if g is None else g[0].detach().float().abs().cpu()
+        out[n] = (
+            torch.zeros(probes[n].shape[1:], dtype=torch.float32) if g is None else g[0].detach().float().abs().cpu()
+        )
     return out
 
 
@@ -211,7 +227,7 @@ KEYSTONE_PROMPTS: dict[str, list[str]] = {
         "Compute the derivative of f(x) = 3x^2 + 5x - 7 and evaluate it at x = 2. Show your work.",
     ],
     "code": [
-        "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n",
+        'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    if n < 2:\n        return n\n',
         "# Python: read a CSV file and print the average of the 'price' column\nimport csv\n\nwith open(",
     ],
     "instruction": [
@@ -226,7 +242,9 @@ KEYSTONE_PROMPTS: dict[str, list[str]] = {
 
 
 @torch.no_grad()
-def keystone_strengths(model, prompts: dict[str, list[torch.Tensor]], modules, progress: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+def keystone_strengths(
+    model, prompts: dict[str, list[torch.Tensor]], modules, progress: bool = False
+) -> dict[str, dict[str, torch.Tensor]]:
     """Per capability type, per module: mean over that type's prompts of the mean over positions of
     |activation|, a [C] tensor (the type's activation strength of every channel)."""
     from tqdm.auto import tqdm
@@ -238,7 +256,9 @@ def keystone_strengths(model, prompts: dict[str, list[torch.Tensor]], modules, p
         for kind, ids_list in prompts.items():
             acc: dict[str, torch.Tensor] = {}
             for ids in ids_list:
-                acts = _record_outputs(model, modules, lambda ids=ids: model(input_ids=ids.to(device), use_cache=False, logits_to_keep=1))
+                acts = _record_outputs(
+                    model, modules, lambda ids=ids: model(input_ids=ids.to(device), use_cache=False, logits_to_keep=1)
+                )
                 for n, a in acts.items():
                     s = a[0].float().abs().mean(dim=0).cpu()
                     acc[n] = acc[n] + s if n in acc else s
@@ -269,10 +289,12 @@ def keystone_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> 
     return rank_scores(keystone_scores(keystone_strengths(model, prompts, modules, cfg.progress)), cfg.k, "channel")
 
 
-RANKERS.update({
-    "random": random_ranker,
-    "activation": activation_ranker,
-    "activation_signed": activation_signed_ranker,
-    "gradient": gradient_ranker,
-    "keystone": keystone_ranker,
-})
+RANKERS.update(
+    {
+        "random": random_ranker,
+        "activation": activation_ranker,
+        "activation_signed": activation_signed_ranker,
+        "gradient": gradient_ranker,
+        "keystone": keystone_ranker,
+    }
+)

@@ -19,11 +19,11 @@ from lm_eval_achilles.locator.perplexity import delta, evaluate_sets, mean_nll, 
 
 @dataclass
 class SearchResult:
-    size: int                 # number of ranking entries in the critical prefix (0 if not found)
-    neurons: list[Neuron]     # distinct channels of that prefix
+    size: int  # number of ranking entries in the critical prefix (0 if not found)
+    neurons: list[Neuron]  # distinct channels of that prefix
     baseline_nll: float
     masked_nll: float
-    stopping_reason: str      # "threshold", "max_steps_reached" or "ranking_exhausted"
+    stopping_reason: str  # "threshold", "max_steps_reached" or "ranking_exhausted"
     curve: list[tuple[int, float]] = field(default_factory=list)  # (n, mean NLL), n = 0 is the baseline
 
     @property
@@ -73,9 +73,10 @@ def greedy_search(
     found = None
     with tqdm(total=len(prefixes), desc="stage 2: greedy search", disable=not progress, unit="step") as bar:
         for start in range(0, len(prefixes), batch_size):
-            chunk = prefixes[start:start + batch_size]
-            nlls = evaluate_sets(model, input_ids, [ranking[:n] for n in chunk], scale=scale,
-                                 batch_size=batch_size, sizes=sizes)
+            chunk = prefixes[start : start + batch_size]
+            nlls = evaluate_sets(
+                model, input_ids, [ranking[:n] for n in chunk], scale=scale, batch_size=batch_size, sizes=sizes
+            )
             bar.update(len(chunk))
             curve.extend(zip(chunk, nlls))
             hits = [(n, v) for n, v in zip(chunk, nlls) if delta(v, baseline) >= epsilon]

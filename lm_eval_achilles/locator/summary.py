@@ -10,9 +10,11 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
     c = mask.critical
     loc = mask.locator
     print(f"model      {model_name}  [{mask.model.architecture}, fingerprint {mask.model.fingerprint}]")
-    print(f"method     {loc.get('method')}  alpha={loc.get('alpha')} K={loc.get('samples')} seed={loc.get('seed')} "
-          f"epsilon={loc.get('epsilon')} step={loc.get('step')} granularity={loc.get('granularity')} "
-          f"probe={loc.get('probe_tokens')} tokens")
+    print(
+        f"method     {loc.get('method')}  alpha={loc.get('alpha')} K={loc.get('samples')} seed={loc.get('seed')} "
+        f"epsilon={loc.get('epsilon')} step={loc.get('step')} granularity={loc.get('granularity')} "
+        f"probe={loc.get('probe_tokens')} tokens"
+    )
     if c.size == 0:
         print(f"no critical set found ({c.stopping_reason}); best Delta = {c.delta:.3f} orders of magnitude")
     else:
@@ -23,7 +25,9 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
             scores.setdefault(r.neuron, r.score)
         for i, n in enumerate(mask.neurons, 1):
             print(f"  {i:>3}  {n.module:<40} {n.channel:>7}  {scores.get(n, float('nan')):>10.4g}")
-    print(f"perplexity {fmt(c.baseline_ppl)} -> {fmt(c.masked_ppl)}   "
-          f"Delta = {c.delta:.3f} orders of magnitude (epsilon {loc.get('epsilon')})")
+    print(
+        f"perplexity {fmt(c.baseline_ppl)} -> {fmt(c.masked_ppl)}   "
+        f"Delta = {c.delta:.3f} orders of magnitude (epsilon {loc.get('epsilon')})"
+    )
     print("curve      " + "  ".join(f"{int(n)}:{fmt(p)}" for n, p in c.curve))
     print(f"wrote      {path}")

@@ -88,8 +88,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         from lm_eval_achilles.locator.rankers import RankerConfig
         from lm_eval_achilles.locator.summary import print_locate_summary
 
-        rc = RankerConfig(progress=cfg.progress) if cfg.samples is None else RankerConfig(samples=cfg.samples,
-                                                                                         progress=cfg.progress)
+        rc = (
+            RankerConfig(progress=cfg.progress)
+            if cfg.samples is None
+            else RankerConfig(samples=cfg.samples, progress=cfg.progress)
+        )
         log(f"[2/4] locating the critical neurons (perturbation, K={rc.samples}, seed {rc.seed})")
         mask = locate(loaded, config=rc, dtype="float32")
         save_mask(mask, mask_path)
@@ -100,27 +103,52 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
 
     log("[3/4] report: phase transition, layer x module, answer token, before/after responses")
     t = time.perf_counter()
-    report = build_report(mask, out / "report", loaded=loaded, model_name=loaded.display_name,
-                          extra_steps=cfg.extra_steps, max_new_tokens=cfg.max_new_tokens, mask_path=mask_path)
+    report = build_report(
+        mask,
+        out / "report",
+        loaded=loaded,
+        model_name=loaded.display_name,
+        extra_steps=cfg.extra_steps,
+        max_new_tokens=cfg.max_new_tokens,
+        mask_path=mask_path,
+    )
     timings["report"] = time.perf_counter() - t
     del loaded
 
     gen = f"max_gen_toks={cfg.max_gen_toks}" if cfg.max_gen_toks else None
-    log(f"[4/4] lm-eval, original vs masked: tasks {','.join(cfg.tasks)}, limit {cfg.limit} per task, "
-        f"{gen or 'task generation lengths'}, batch size {cfg.batch_size}, data {data_dir}")
+    log(
+        f"[4/4] lm-eval, original vs masked: tasks {','.join(cfg.tasks)}, limit {cfg.limit} per task, "
+        f"{gen or 'task generation lengths'}, batch size {cfg.batch_size}, data {data_dir}"
+    )
     t = time.perf_counter()
-    settings = RunSettings(tasks=list(cfg.tasks), limit=cfg.limit, batch_size=cfg.batch_size, gen_kwargs=gen,
-                           seed=cfg.seed, device="cpu", metadata={"data_dir": str(data_dir)})
-    original, masked = run_conditions({"pretrained": "embedded", "dtype": "float32"}, mask_path, settings, out / "compare")
+    settings = RunSettings(
+        tasks=list(cfg.tasks),
+        limit=cfg.limit,
+        batch_size=cfg.batch_size,
+        gen_kwargs=gen,
+        seed=cfg.seed,
+        device="cpu",
+        metadata={"data_dir": str(data_dir)},
+    )
+    original, masked = run_conditions(
+        {"pretrained": "embedded", "dtype": "float32"}, mask_path, settings, out / "compare"
+    )
     timings["compare"] = time.perf_counter() - t
     comparison = compare_folders(original, masked, iters=cfg.bootstrap_iters, seed=cfg.seed)
     docs = f"{cfg.limit or 'all'} document(s) per task from {data_dir.name}/ (fixture data)"
-    notes = [f"demo settings: {docs}, generation capped at {cfg.max_gen_toks} new tokens (tasks' own: 50 for "
-             "MMLU-Pro/GPQA/SimpleQA, 512 otherwise)" if cfg.max_gen_toks else f"demo settings: {docs}"]
-    cpaths = write_comparison(comparison, out / "compare", title="SmolLM2-135M-Instruct: original vs masked", notes=notes)
+    notes = [
+        f"demo settings: {docs}, generation capped at {cfg.max_gen_toks} new tokens (tasks' own: 50 for "
+        "MMLU-Pro/GPQA/SimpleQA, 512 otherwise)"
+        if cfg.max_gen_toks
+        else f"demo settings: {docs}"
+    ]
+    cpaths = write_comparison(
+        comparison, out / "compare", title="SmolLM2-135M-Instruct: original vs masked", notes=notes
+    )
     timings["total"] = time.perf_counter() - t0
-    result = DemoResult(mask_path=mask_path, report=report, comparison=comparison, comparison_paths=cpaths,
-                        timings=timings)
+    result = DemoResult(
+        mask_path=mask_path, report=report, comparison=comparison, comparison_paths=cpaths, timings=timings
+    )
     result.demo_md = write_demo_md(result, cfg, out)
     return result
 
@@ -135,18 +163,27 @@ def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
     rep = json.loads(Path(result.report["json"]).read_text())
     crit = rep["critical"]
     t = result.timings
-    lines = ["# `achilles demo` — SmolLM2-135M-Instruct (embedded), CPU", "",
-             f"Command: `{cfg.command}`", "",
-             f"Critical set: {len(crit['neurons'])} neuron(s): "
-             + ", ".join(f"`{m}` ch {c}" for m, c in crit["neurons"])
-             + f"; probe perplexity {crit['baseline_ppl']:.4g} → {crit['masked_ppl']:.4g} (Δ = {crit['delta']:.2f}).",
-             "",
-             f"Settings: tasks {', '.join(cfg.tasks)}; {cfg.limit or 'all'} document(s) per task (fixture data); generation "
-             f"capped at {cfg.max_gen_toks} new tokens; batch size {cfg.batch_size}; seed {cfg.seed}.",
-             "",
-             "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), "",
-             "## Original vs masked", "", markdown_table(result.comparison), "",
-             f"Full page: [{rel(result.comparison_paths['md'])}]({rel(result.comparison_paths['md'])})", ""]
+    lines = [
+        "# `achilles demo` — SmolLM2-135M-Instruct (embedded), CPU",
+        "",
+        f"Command: `{cfg.command}`",
+        "",
+        f"Critical set: {len(crit['neurons'])} neuron(s): "
+        + ", ".join(f"`{m}` ch {c}" for m, c in crit["neurons"])
+        + f"; probe perplexity {crit['baseline_ppl']:.4g} → {crit['masked_ppl']:.4g} (Δ = {crit['delta']:.2f}).",
+        "",
+        f"Settings: tasks {', '.join(cfg.tasks)}; {cfg.limit or 'all'} document(s) per task (fixture data); generation "
+        f"capped at {cfg.max_gen_toks} new tokens; batch size {cfg.batch_size}; seed {cfg.seed}.",
+        "",
+        "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()),
+        "",
+        "## Original vs masked",
+        "",
+        markdown_table(result.comparison),
+        "",
+        f"Full page: [{rel(result.comparison_paths['md'])}]({rel(result.comparison_paths['md'])})",
+        "",
+    ]
     if "plot" in result.comparison_paths:
         lines += [f"![original vs masked]({rel(result.comparison_paths['plot'])})", ""]
     lines += ["## Report", "", f"Full page: [{rel(result.report['md'])}]({rel(result.report['md'])})", ""]

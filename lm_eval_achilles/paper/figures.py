@@ -176,9 +176,17 @@ def panels(specs: Sequence[Mapping], out, suptitle: str = "") -> Path:
     return save_figure(fig, out)
 
 
-def bars(labels: Sequence[str], values: Sequence[float], out, ylabel: str = "perplexity (log scale)",
-         title: str = "", ylog: bool = True, hline: float | None = None, hline_label: str = "",
-         colors: Sequence[str] | None = None) -> Path:
+def bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    out,
+    ylabel: str = "perplexity (log scale)",
+    title: str = "",
+    ylog: bool = True,
+    hline: float | None = None,
+    hline_label: str = "",
+    colors: Sequence[str] | None = None,
+) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(labels) + 2), 4.2))
     ax.bar(range(len(labels)), [_finite(v) for v in values], color=colors)
@@ -196,8 +204,15 @@ def bars(labels: Sequence[str], values: Sequence[float], out, ylabel: str = "per
     return save_figure(fig, out)
 
 
-def grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], out, title: str = "",
-                 ylabel: str = "perplexity (log scale)", hline: float | None = None, hline_label: str = "") -> Path:
+def grouped_bars(
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    out,
+    title: str = "",
+    ylabel: str = "perplexity (log scale)",
+    hline: float | None = None,
+    hline_label: str = "",
+) -> Path:
     """One group of bars per entry of ``groups``, one bar per series."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) + 2), 4.2))
@@ -216,8 +231,9 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], o
     return save_figure(fig, out)
 
 
-def membership(row_labels: Sequence[str], col_labels: Sequence[str], matrix: Sequence[Sequence[bool]], out,
-               title: str = "") -> Path:
+def membership(
+    row_labels: Sequence[str], col_labels: Sequence[str], matrix: Sequence[Sequence[bool]], out, title: str = ""
+) -> Path:
     """Which neuron (column) is in which probe's critical set (row)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.5, 0.5 * len(col_labels) + 3.5), 0.32 * len(row_labels) + 1.8))

@@ -52,7 +52,7 @@ def layer_of(module: str) -> int | None:
 def module_kind(module: str) -> str:
     """The path after the layer index (``mlp.down_proj``), or the whole path outside the layers."""
     m = _LAYER_RE.search(module)
-    return module[m.end():] or module if m else module
+    return module[m.end() :] or module if m else module
 
 
 def layer_module_counts(neurons: Sequence[Neuron]) -> dict[int, dict[str, int]]:
@@ -86,8 +86,9 @@ def chat_prompt(tokenizer, question: str, prefix: str = "") -> str:
     """The question as the model's user turn (chat template when the tokenizer has one), plus ``prefix``."""
     template = getattr(tokenizer, "chat_template", None)
     if template:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
     else:
         text = f"Question: {question}\nAnswer:"
     if prefix:
@@ -104,13 +105,25 @@ class Step:
     neuron: Neuron | None  # the neuron added at this step
 
     def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "prob": self.prob, "rank": self.rank, "top": [[t, p] for t, p in self.top],
-                "neuron": None if self.neuron is None else [self.neuron.module, self.neuron.channel]}
+        return {
+            "n": self.n,
+            "prob": self.prob,
+            "rank": self.rank,
+            "top": [[t, p] for t, p in self.top],
+            "neuron": None if self.neuron is None else [self.neuron.module, self.neuron.channel],
+        }
 
 
-def answer_token_steps(loaded, mask: MaskFile, n_max: int, question: str = FIGURE1_QUESTION,
-                       prefix: str = FIGURE1_PREFIX, answer: str = FIGURE1_ANSWER, scale: float = 0.0,
-                       top_k: int = 8) -> tuple[list[Step], str]:
+def answer_token_steps(
+    loaded,
+    mask: MaskFile,
+    n_max: int,
+    question: str = FIGURE1_QUESTION,
+    prefix: str = FIGURE1_PREFIX,
+    answer: str = FIGURE1_ANSWER,
+    scale: float = 0.0,
+    top_k: int = 8,
+) -> tuple[list[Step], str]:
     """Probability and rank (1 = most probable) of the answer's first token with the first n distinct
     ranked neurons masked, n = 0..n_max. Returns the steps and the answer token as text."""
     import torch
@@ -135,13 +148,25 @@ def answer_token_steps(loaded, mask: MaskFile, n_max: int, question: str = FIGUR
         prob = float(logp[target].exp())
         rank = int((logp > logp[target]).sum()) + 1
         top = torch.topk(logp, top_k)
-        steps.append(Step(n=n, prob=prob, rank=rank, neuron=order[n - 1] if n else None,
-                          top=[(tok.decode([int(i)]), float(v.exp())) for v, i in zip(top.values, top.indices)]))
+        steps.append(
+            Step(
+                n=n,
+                prob=prob,
+                rank=rank,
+                neuron=order[n - 1] if n else None,
+                top=[(tok.decode([int(i)]), float(v.exp())) for v, i in zip(top.values, top.indices)],
+            )
+        )
     return steps, tok.decode([target])
 
 
-def responses(loaded, neurons: Sequence[Neuron], questions: Sequence[str] = QUESTIONS, max_new_tokens: int = 32,
-              scale: float = 0.0) -> list[dict[str, str]]:
+def responses(
+    loaded,
+    neurons: Sequence[Neuron],
+    questions: Sequence[str] = QUESTIONS,
+    max_new_tokens: int = 32,
+    scale: float = 0.0,
+) -> list[dict[str, str]]:
     """Greedy answers to ``questions`` without and with ``neurons`` masked (the paper's Tables 7-9).
 
     All questions go through ``generate`` as one left-padded batch per condition (the mask applies to
@@ -163,18 +188,26 @@ def responses(loaded, neurons: Sequence[Neuron], questions: Sequence[str] = QUES
     answers = []
     for ns in ([], list(neurons)):
         with torch.no_grad(), masked(model, ns, scale=scale):
-            out = model.generate(ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-        answers.append([tok.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in out])
+            out = model.generate(
+                ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+        answers.append([tok.decode(row[ids.shape[1] :], skip_special_tokens=True).strip() for row in out])
     return [{"question": q, "original": a, "masked": b} for q, a, b in zip(questions, answers[0], answers[1])]
 
 
 # --------------------------------------------------------------------------- the page
 
 
-def build_report(mask: MaskFile, out_dir: str | Path, loaded=None, model_name: str | None = None,
-                 extra_steps: int = 4, max_new_tokens: int = 32, questions: Sequence[str] = QUESTIONS,
-                 mask_path: str | Path | None = None) -> dict[str, Path]:
+def build_report(
+    mask: MaskFile,
+    out_dir: str | Path,
+    loaded=None,
+    model_name: str | None = None,
+    extra_steps: int = 4,
+    max_new_tokens: int = 32,
+    questions: Sequence[str] = QUESTIONS,
+    mask_path: str | Path | None = None,
+) -> dict[str, Path]:
     """Write the plots, ``report.json`` and ``report.md`` into ``out_dir``. Without ``loaded`` (a
     :class:`~lm_eval_achilles.models.loading.LoadedModel`) only the mask-based Figure 2 is produced."""
     from lm_eval_achilles.paper.figures import answer_token_curve, layer_module_bars, ppl_curves
@@ -194,28 +227,57 @@ def build_report(mask: MaskFile, out_dir: str | Path, loaded=None, model_name: s
     if not c.curve:
         raise AchillesError("the mask file has an empty critical.curve; nothing to plot")
     paths["phase_transition"] = ppl_curves(
-        {name: c.curve}, out / "phase_transition.png", title=f"Phase transition: {name}",
-        threshold_ppl=c.baseline_ppl * 10**eps, critical_n=c.size if found else None)
+        {name: c.curve},
+        out / "phase_transition.png",
+        title=f"Phase transition: {name}",
+        threshold_ppl=c.baseline_ppl * 10**eps,
+        critical_n=c.size if found else None,
+    )
     n_layers = count_layers(getattr(loaded, "model", None), mask)
     counts = layer_module_counts(mask.neurons)
-    paths["layers"] = layer_module_bars(counts, n_layers, out / "layer_module.png",
-                                        title=f"Critical neurons by layer and module ({len(mask.neurons)} in all)")
-    data: dict[str, Any] = {"model": name, "mask": str(mask_path) if mask_path else None,
-                            "critical": {"size": c.size, "neurons": [[n.module, n.channel] for n in mask.neurons],
-                                         "baseline_ppl": c.baseline_ppl, "masked_ppl": c.masked_ppl,
-                                         "delta": c.delta, "epsilon": eps, "curve": c.curve},
-                            "layer_module": {str(k): v for k, v in sorted(counts.items())}, "n_layers": n_layers}
+    paths["layers"] = layer_module_bars(
+        counts,
+        n_layers,
+        out / "layer_module.png",
+        title=f"Critical neurons by layer and module ({len(mask.neurons)} in all)",
+    )
+    data: dict[str, Any] = {
+        "model": name,
+        "mask": str(mask_path) if mask_path else None,
+        "critical": {
+            "size": c.size,
+            "neurons": [[n.module, n.channel] for n in mask.neurons],
+            "baseline_ppl": c.baseline_ppl,
+            "masked_ppl": c.masked_ppl,
+            "delta": c.delta,
+            "epsilon": eps,
+            "curve": c.curve,
+        },
+        "layer_module": {str(k): v for k, v in sorted(counts.items())},
+        "n_layers": n_layers,
+    }
     if loaded is not None:
         n_max = (c.size if found else 0) + extra_steps
         steps, answer_tok = answer_token_steps(loaded, mask, n_max, scale=float(mask.locator.get("scale", 0.0) or 0.0))
         paths["answer_token"] = answer_token_curve(
-            [s.to_json() for s in steps], out / "answer_token.png", answer=answer_tok, critical_n=n_crit,
-            title=f"P({answer_tok!r} | {FIGURE1_QUESTION!r} ... {FIGURE1_PREFIX!r})")
-        data["figure1"] = {"question": FIGURE1_QUESTION, "prefix": FIGURE1_PREFIX, "answer_token": answer_tok,
-                           "prompt": chat_prompt(loaded.tokenizer, FIGURE1_QUESTION, FIGURE1_PREFIX),
-                           "steps": [s.to_json() for s in steps]}
-        data["responses"] = {"max_new_tokens": max_new_tokens, "masked_neurons": len(mask.neurons),
-                             "rows": responses(loaded, mask.neurons, questions, max_new_tokens) if mask.neurons else []}
+            [s.to_json() for s in steps],
+            out / "answer_token.png",
+            answer=answer_tok,
+            critical_n=n_crit,
+            title=f"P({answer_tok!r} | {FIGURE1_QUESTION!r} ... {FIGURE1_PREFIX!r})",
+        )
+        data["figure1"] = {
+            "question": FIGURE1_QUESTION,
+            "prefix": FIGURE1_PREFIX,
+            "answer_token": answer_tok,
+            "prompt": chat_prompt(loaded.tokenizer, FIGURE1_QUESTION, FIGURE1_PREFIX),
+            "steps": [s.to_json() for s in steps],
+        }
+        data["responses"] = {
+            "max_new_tokens": max_new_tokens,
+            "masked_neurons": len(mask.neurons),
+            "rows": responses(loaded, mask.neurons, questions, max_new_tokens) if mask.neurons else [],
+        }
     paths["json"] = out / "report.json"
     write_text_atomic(paths["json"], json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     paths["md"] = out / "report.md"
@@ -228,31 +290,48 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
     loc = mask.locator
     lines = [f"# Critical neurons of {data['model']}", ""]
     if data.get("mask"):
-        lines.append(f"Mask file: `{data['mask']}` (method {loc.get('method')}, alpha {loc.get('alpha')}, "
-                     f"K {loc.get('samples')}, seed {loc.get('seed')}, epsilon {loc.get('epsilon')}, "
-                     f"granularity {loc.get('granularity')}).")
+        lines.append(
+            f"Mask file: `{data['mask']}` (method {loc.get('method')}, alpha {loc.get('alpha')}, "
+            f"K {loc.get('samples')}, seed {loc.get('seed')}, epsilon {loc.get('epsilon')}, "
+            f"granularity {loc.get('granularity')})."
+        )
         lines.append("")
     if c.size > 0:
-        lines.append(f"**Critical set: {len(mask.neurons)} neuron(s)** — masking them takes the probe-text perplexity "
-                     f"from {fmt(c.baseline_ppl)} to {fmt(c.masked_ppl)} (Δ = {c.delta:.2f} orders of magnitude; "
-                     f"threshold ε = {data['critical']['epsilon']}).")
+        lines.append(
+            f"**Critical set: {len(mask.neurons)} neuron(s)** — masking them takes the probe-text perplexity "
+            f"from {fmt(c.baseline_ppl)} to {fmt(c.masked_ppl)} (Δ = {c.delta:.2f} orders of magnitude; "
+            f"threshold ε = {data['critical']['epsilon']})."
+        )
     else:
         lines.append(f"**No critical set found** ({c.stopping_reason}); best Δ = {c.delta:.2f}.")
     lines += ["", "| # | module | layer | channel |", "|--:|---|--:|--:|"]
     for i, n in enumerate(mask.neurons, 1):
         lines.append(f"| {i} | `{n.module}` | {layer_of(n.module)} | {n.channel} |")
-    lines += ["", "## Phase transition and where the critical neurons are (the paper's Figure 2)", "",
-              f"![phase transition]({paths['phase_transition'].name})", "",
-              f"![layer x module]({paths['layers'].name})", "",
-              "Perplexity: " + ", ".join(f"{int(n)} masked: {fmt(p)}" for n, p in c.curve), ""]
+    lines += [
+        "",
+        "## Phase transition and where the critical neurons are (the paper's Figure 2)",
+        "",
+        f"![phase transition]({paths['phase_transition'].name})",
+        "",
+        f"![layer x module]({paths['layers'].name})",
+        "",
+        "Perplexity: " + ", ".join(f"{int(n)} masked: {fmt(p)}" for n, p in c.curve),
+        "",
+    ]
     if "figure1" in data:
         f1 = data["figure1"]
-        lines += ["## The answer token as neurons are masked one by one (the paper's Figure 1)", "",
-                  f"Prompt: {f1['question']!r} through the chat template, followed by {f1['prefix']!r}; "
-                  f"answer token {f1['answer_token']!r}. Neurons are masked cumulatively in ranking order "
-                  "(the steps after the critical set show the next ranked neurons).", "",
-                  f"![answer token]({paths['answer_token'].name})", "",
-                  "| neurons masked | added neuron | P(answer) | rank | top tokens |", "|--:|---|--:|--:|---|"]
+        lines += [
+            "## The answer token as neurons are masked one by one (the paper's Figure 1)",
+            "",
+            f"Prompt: {f1['question']!r} through the chat template, followed by {f1['prefix']!r}; "
+            f"answer token {f1['answer_token']!r}. Neurons are masked cumulatively in ranking order "
+            "(the steps after the critical set show the next ranked neurons).",
+            "",
+            f"![answer token]({paths['answer_token'].name})",
+            "",
+            "| neurons masked | added neuron | P(answer) | rank | top tokens |",
+            "|--:|---|--:|--:|---|",
+        ]
         for s in f1["steps"]:
             added = "—" if s["neuron"] is None else f"`{s['neuron'][0]}` ch {s['neuron'][1]}"
             top = ", ".join(f"{code_cell(t, 20)} {p:.3f}" for t, p in s["top"][:4])
@@ -260,10 +339,15 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
         lines.append("")
     if data.get("responses", {}).get("rows"):
         r = data["responses"]
-        lines += [f"## Responses before and after masking the {r['masked_neurons']} critical neuron(s) "
-                  "(the paper's Tables 7-9)", "",
-                  f"Greedy decoding, chat template, at most {r['max_new_tokens']} new tokens.", "",
-                  "| question | original response | masked response |", "|---|---|---|"]
+        lines += [
+            f"## Responses before and after masking the {r['masked_neurons']} critical neuron(s) "
+            "(the paper's Tables 7-9)",
+            "",
+            f"Greedy decoding, chat template, at most {r['max_new_tokens']} new tokens.",
+            "",
+            "| question | original response | masked response |",
+            "|---|---|---|",
+        ]
         for row in r["rows"]:
             lines.append(f"| {row['question']} | {code_cell(row['original'])} | {code_cell(row['masked'])} |")
         lines.append("")

@@ -28,7 +28,7 @@ ANSWER_IS_RE = re.compile(r"ANSWER IS \(?([ABCD])\)?")
 
 def shuffle_seed(record_id: str) -> int:
     """``int(md5(record_id).hexdigest()[:8], 16)`` -- the first four digest bytes, big-endian."""
-    return int(hashlib.md5(record_id.encode("utf-8")).hexdigest()[:8], 16) % (2 ** 32)
+    return int(hashlib.md5(record_id.encode("utf-8")).hexdigest()[:8], 16) % (2**32)
 
 
 def shuffle_choices(record_id: str, choices: Sequence[str]) -> list[str]:

@@ -44,7 +44,7 @@ def extract_code(response: str) -> str:
     for start, line in enumerate(lines):
         if "def " in line and ":" in line:
             kept = [line]
-            for nxt in lines[start + 1:]:
+            for nxt in lines[start + 1 :]:
                 if not nxt.strip() or nxt.startswith(("    ", "\t")) or "def " in nxt:
                     kept.append(nxt)
                 else:

@@ -100,8 +100,9 @@ def sentence_splitter() -> str:
     return _STATE["splitter"]
 
 
-def follow_instructions(instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any] | None],
-                        prompt: str, response: str) -> list[bool]:
+def follow_instructions(
+    instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any] | None], prompt: str, response: str
+) -> list[bool]:
     """Strict check of each instruction on the stripped response.
 
     ``None`` kwargs (the hub schema fills every unused key with None) are dropped before building the

@@ -35,15 +35,18 @@ def build_prompt(problem: str) -> str:
 
 _FLAGS = re.IGNORECASE | re.MULTILINE
 #: reference patterns 3..9 (patterns 1-2 are the boxed forms, replaced by :func:`last_boxed`)
-_PATTERNS = tuple(re.compile(p, _FLAGS) for p in (
-    r"(?:final answer|answer|solution|result|conclusion)(?:\s*is\s*|\s*:\s*|\s+)([^.\n]+)",
-    r"(?:therefore|thus|hence)(?:\s*,?\s*)(?:the answer is\s*)?([^.\n]+)",
-    r"\$([^$]+)\$(?:\s*$|\s*\.|\s*,)",
-    r"([+-]?\d+(?:\.\d+)?(?:/\d+)?)\s*$",
-    r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*$",
-    r"\\frac\{([^}]+)\}\{([^}]+)\}",
-    r"([+-]?\d+(?:\.\d+)?(?:/\d+)?(?:\s*[+\-*/]\s*\d+(?:\.\d+)?)*)",
-))
+_PATTERNS = tuple(
+    re.compile(p, _FLAGS)
+    for p in (
+        r"(?:final answer|answer|solution|result|conclusion)(?:\s*is\s*|\s*:\s*|\s+)([^.\n]+)",
+        r"(?:therefore|thus|hence)(?:\s*,?\s*)(?:the answer is\s*)?([^.\n]+)",
+        r"\$([^$]+)\$(?:\s*$|\s*\.|\s*,)",
+        r"([+-]?\d+(?:\.\d+)?(?:/\d+)?)\s*$",
+        r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*$",
+        r"\\frac\{([^}]+)\}\{([^}]+)\}",
+        r"([+-]?\d+(?:\.\d+)?(?:/\d+)?(?:\s*[+\-*/]\s*\d+(?:\.\d+)?)*)",
+    )
+)
 _FALLBACK = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|\\frac\{[^}]+\}\{[^}]+\})")
 _BOXED = re.compile(r"\\boxed\s*\{")
 
@@ -93,6 +96,7 @@ def extract_answer(response: str) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # level 1: Hendrycks MATH normalisation
+
 
 def _fix_fracs(s: str) -> str:
     """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac1{b}`` -> ``\\frac{1}{b}``."""
@@ -185,8 +189,24 @@ def normalize_basic(answer: str | None) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # level 2: advanced normalisation
 
-_UNITS = ("degree", "cm", "centimeter", "meter", "mile", "second", "minute", "hour", "day", "week",
-          "month", "year", "foot", "feet", "inch", "yard")
+_UNITS = (
+    "degree",
+    "cm",
+    "centimeter",
+    "meter",
+    "mile",
+    "second",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "year",
+    "foot",
+    "feet",
+    "inch",
+    "yard",
+)
 
 
 def _strip_thousands_commas(expr: str) -> str:
@@ -277,6 +297,7 @@ def run_with_time_limit(fn: Callable[[], T], seconds: float | None) -> T:
         return fn()
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+
             def _raise(signum, frame):
                 raise SympyTimeout()
 
@@ -320,8 +341,7 @@ def _sympy_zero(expr: str) -> bool:
     import sympy
     from sympy.parsing import sympy_parser
 
-    transformations = sympy_parser.standard_transformations + (
-        sympy_parser.implicit_multiplication_application,)
+    transformations = sympy_parser.standard_transformations + (sympy_parser.implicit_multiplication_application,)
     parsed = sympy_parser.parse_expr(expr.replace("^", "**"), transformations=transformations)
     return sympy.simplify(parsed) == 0
 
@@ -342,8 +362,7 @@ def sympy_equal(gold: str, pred: str, time_limit: float | None = SYMPY_TIME_LIMI
 def split_tuple(expr: str) -> list[str]:
     """``(a,b)`` / ``[a,b)`` ... -> elements; anything else -> ``[expr]``."""
     expr = _strip_thousands_commas(expr)
-    if (len(expr) > 2 and expr[0] in "([" and expr[-1] in ")]"
-            and not any(ch in expr[1:-1] for ch in "()[]")):
+    if len(expr) > 2 and expr[0] in "([" and expr[-1] in ")]" and not any(ch in expr[1:-1] for ch in "()[]"):
         return [e.strip() for e in expr[1:-1].split(",")]
     return [expr]
 

@@ -23,8 +23,7 @@ from lm_eval_achilles.harness.scoring.quality import is_meaningful
 REASONING_CATEGORIES: dict[str, re.Pattern] = {
     "operations": re.compile(r"[+\-−*/×÷]"),
     "step_indicators": re.compile(r"\bstep\s*\d+|\b(?:first|second|third|then|next|finally)\b"),
-    "math_language": re.compile(
-        r"\b(?:calculat\w*|comput\w*|solv\w*|total\w*|sum|sums|difference|product|quotient)\b"),
+    "math_language": re.compile(r"\b(?:calculat\w*|comput\w*|solv\w*|total\w*|sum|sums|difference|product|quotient)\b"),
     "logical_connectors": re.compile(r"\b(?:because|since|therefore|so|thus|hence)\b"),
     "calculations": re.compile(r"\d+\s*[+\-−*/×÷]\s*\d+"),
     # step-by-step formatting: at least two lines that start like a list item or a step

@@ -13,8 +13,10 @@ from typing import Any
 from lm_eval_achilles.harness.scoring.quality import is_meaningful
 
 LETTERS = "ABCDEFGHIJ"
-PREAMBLE = ('You are a knowledge expert. You are supposed to answer the multi-choice question to derive '
-            'your final answer as "The answer is (X)" where X is the correct option letter.\n\n')
+PREAMBLE = (
+    "You are a knowledge expert. You are supposed to answer the multi-choice question to derive "
+    'your final answer as "The answer is (X)" where X is the correct option letter.\n\n'
+)
 INSTRUCTION = '\n\nPlease provide your answer as "The answer is (X)" where X is the correct option letter.'
 ANSWER_RE = re.compile(r"THE\s+ANSWER\s+IS\s+\(?([ABCDEFGHIJ])\)?")
 

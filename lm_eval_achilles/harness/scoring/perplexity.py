@@ -76,20 +76,22 @@ def scoring_span(tokenizer, text: str, max_tokens: int = MAX_TOKENS) -> ScoringS
     elif len(full) == len(plain) + 1 and full[1:] == plain and full[0] == tokenizer.bos_token_id:
         mode, budget = "bos", max_tokens - 1
     else:
-        raise ValueError("unsupported tokenizer: it adds special tokens other than one leading BOS "
-                         "(perplexity tasks need BOS-or-nothing to reproduce the reference truncation)")
+        raise ValueError(
+            "unsupported tokenizer: it adds special tokens other than one leading BOS "
+            "(perplexity tasks need BOS-or-nothing to reproduce the reference truncation)"
+        )
     keep = min(len(plain), budget)
     for _ in range(16):
         if keep < (1 if mode == "bos" else 2):
             break
-        cut = text if keep == len(plain) else text[:offsets[keep - 1][1]]
+        cut = text if keep == len(plain) else text[: offsets[keep - 1][1]]
         if _ids(tokenizer, cut, False) == plain[:keep]:
             if mode == "bos":
                 return ScoringSpan("", cut, keep, mode)
             for k in range(1, keep):
-                head = cut[:offsets[k - 1][1]]
+                head = cut[: offsets[k - 1][1]]
                 if head and head == head.rstrip() and _ids(tokenizer, head, True) == plain[:k]:
-                    return ScoringSpan(head, cut[len(head):], keep - k, mode)
+                    return ScoringSpan(head, cut[len(head) :], keep - k, mode)
             break
         keep -= 1
     raise ValueError(f"cannot cut this text at a token boundary that survives re-tokenisation: {text[:60]!r}...")

@@ -71,11 +71,13 @@ class QualityFilter:
 
 
 #: REFERENCE.md 12.1 -- HumanEval, IFEval, MATH, MGSM (and GPQA here, as the paper says).
-STANDARD = QualityFilter("standard", min_chars=3, min_alnum=2, diversity_min_len=10, min_distinct=3,
-                         max_run=5, require_alpha_word=True)
+STANDARD = QualityFilter(
+    "standard", min_chars=3, min_alnum=2, diversity_min_len=10, min_distinct=3, max_run=5, require_alpha_word=True
+)
 #: REFERENCE.md 12.2 -- SimpleQA's lenient filter for short first-line answers ("1945" is fine).
-SIMPLEQA = QualityFilter("simpleqa", min_chars=1, min_alnum=1, diversity_min_len=3, min_distinct=2,
-                         max_run=10, require_alpha_word=False)
+SIMPLEQA = QualityFilter(
+    "simpleqa", min_chars=1, min_alnum=1, diversity_min_len=3, min_distinct=2, max_run=10, require_alpha_word=False
+)
 
 
 def is_meaningful(response: str | None) -> bool:

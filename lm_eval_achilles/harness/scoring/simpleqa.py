@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from lm_eval_achilles.harness.scoring.quality import is_meaningful_simpleqa
 
-PROMPT = ("Answer the following question with only the direct answer. Do not provide explanations, "
-          "reasoning, or additional text.\n\nQuestion: {question}\nAnswer:")
+PROMPT = (
+    "Answer the following question with only the direct answer. Do not provide explanations, "
+    "reasoning, or additional text.\n\nQuestion: {question}\nAnswer:"
+)
 
 
 def build_prompt(question: str) -> str:

@@ -33,8 +33,15 @@ def encode_quiet(tokenizer, text: str, max_tokens: int | None = None) -> torch.T
         return encode(tokenizer, text, max_tokens=max_tokens)
 
 
-def texts_nll(model, texts_ids: Sequence[torch.Tensor], sets: Sequence[Sequence[Neuron]], scale: float = 0.0,
-              batch_size: int = 8, progress: bool = False, desc: str = "evaluating") -> list[float]:
+def texts_nll(
+    model,
+    texts_ids: Sequence[torch.Tensor],
+    sets: Sequence[Sequence[Neuron]],
+    scale: float = 0.0,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "evaluating",
+) -> list[float]:
     """Token-weighted mean NLL over several texts (each [1, T]) for every neuron set, ``batch_size`` sets
     per batched forward (a different mask per batch row; an empty set is the unmasked model)."""
     if not sets:
@@ -44,8 +51,13 @@ def texts_nll(model, texts_ids: Sequence[torch.Tensor], sets: Sequence[Sequence[
     with tqdm(total=len(sets) * len(texts_ids), desc=desc, disable=not progress, unit="set") as bar:
         for ids in texts_ids:
             n = ids.shape[1] - 1
-            total += torch.tensor(evaluate_sets(model, ids, list(sets), scale=scale, batch_size=batch_size, progress=bar),
-                                  dtype=torch.float64) * n
+            total += (
+                torch.tensor(
+                    evaluate_sets(model, ids, list(sets), scale=scale, batch_size=batch_size, progress=bar),
+                    dtype=torch.float64,
+                )
+                * n
+            )
             tokens += n
     return (total / tokens).tolist()
 
@@ -119,19 +131,30 @@ class StudyContext:
         return [self.ids(t, MAX_PPL_TOKENS) for t in self.eval_texts]
 
     def config(self, **overrides) -> RankerConfig:
-        base = dict(alpha=self.alpha, samples=self.samples, seed=self.seed, batch_size=self.stage1_batch_size,
-                    k=max(self.max_steps, 1000), progress=self.progress)
+        base = dict(
+            alpha=self.alpha,
+            samples=self.samples,
+            seed=self.seed,
+            batch_size=self.stage1_batch_size,
+            k=max(self.max_steps, 1000),
+            progress=self.progress,
+        )
         base.update(overrides)
         return RankerConfig(**base)
 
-    def ranking(self, method: str = "perturbation", text: str | None = None, modules: Sequence[str] | None = None,
-                **overrides) -> list[RankedNeuron]:
+    def ranking(
+        self, method: str = "perturbation", text: str | None = None, modules: Sequence[str] | None = None, **overrides
+    ) -> list[RankedNeuron]:
         """Ranking by ``method`` on ``text`` (default the probe), cached by all its parameters."""
         text = self.probe_text if text is None else text
         names = list(modules) if modules is not None else self.module_names()
         cfg = self.config(**overrides)
-        if (method == "perturbation" and text == self.probe_text and modules is None
-                and not set(overrides) & {"alpha", "samples", "seed", "batch_size"}):
+        if (
+            method == "perturbation"
+            and text == self.probe_text
+            and modules is None
+            and not set(overrides) & {"alpha", "samples", "seed", "batch_size"}
+        ):
             from lm_eval_achilles.locator.rankers import (
                 rank_scores,  # same stage-1 run as stage1_scores(): computed once
             )
@@ -145,18 +168,37 @@ class StudyContext:
         """Stage-1 importance of every candidate module on the probe (paper parameters of the context)."""
         from lm_eval_achilles.locator.perturbation import perturbation_scores
 
-        return self._cached("stage1", lambda: perturbation_scores(
-            self.model, self.probe_ids, self.module_names(), alpha=self.alpha, samples=self.samples,
-            seed=self.seed, batch_size=self.stage1_batch_size, progress=self.progress))
+        return self._cached(
+            "stage1",
+            lambda: perturbation_scores(
+                self.model,
+                self.probe_ids,
+                self.module_names(),
+                alpha=self.alpha,
+                samples=self.samples,
+                seed=self.seed,
+                batch_size=self.stage1_batch_size,
+                progress=self.progress,
+            ),
+        )
 
-    def search(self, ranking: Sequence[RankedNeuron | Neuron], text: str | None = None, epsilon: float | None = None,
-               max_steps: int | None = None) -> SearchResult:
+    def search(
+        self,
+        ranking: Sequence[RankedNeuron | Neuron],
+        text: str | None = None,
+        epsilon: float | None = None,
+        max_steps: int | None = None,
+    ) -> SearchResult:
         text = self.probe_text if text is None else text
-        return greedy_search(self.model, self.ids(text)[:, :MAX_PPL_TOKENS],
-                             [Neuron(r.module, r.channel) for r in ranking],
-                             epsilon=self.epsilon if epsilon is None else epsilon,
-                             max_steps=self.max_steps if max_steps is None else max_steps,
-                             batch_size=self.batch_size, progress=self.progress)
+        return greedy_search(
+            self.model,
+            self.ids(text)[:, :MAX_PPL_TOKENS],
+            [Neuron(r.module, r.channel) for r in ranking],
+            epsilon=self.epsilon if epsilon is None else epsilon,
+            max_steps=self.max_steps if max_steps is None else max_steps,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
 
     def critical(self) -> SearchResult:
         """The paper's critical set on the probe (perturbation ranking, epsilon of the context)."""
@@ -171,8 +213,9 @@ class StudyContext:
         return top, f"no critical set found ({res.stopping_reason}); using the top {len(top)} ranked neurons instead"
 
     def eval_nll(self, sets: Sequence[Sequence[Neuron]], scale: float = 0.0, desc: str = "evaluating") -> list[float]:
-        return texts_nll(self.model, self.eval_ids, sets, scale=scale, batch_size=self.batch_size,
-                         progress=self.progress, desc=desc)
+        return texts_nll(
+            self.model, self.eval_ids, sets, scale=scale, batch_size=self.batch_size, progress=self.progress, desc=desc
+        )
 
     def baseline_eval_nll(self) -> float:
         return self._cached("baseline_eval", lambda: self.eval_nll([[]], desc="baseline")[0])
@@ -182,24 +225,32 @@ class StudyContext:
 class StudyResult:
     name: str
     title: str
-    claim: str                      # what the paper claims (with its table/figure)
+    claim: str  # what the paper claims (with its table/figure)
     columns: list[str]
     rows: list[list[Any]]
-    data: dict[str, Any]            # raw numbers (JSON)
-    findings: list[str] = field(default_factory=list)   # what this model shows, computed from the numbers
-    notes: list[str] = field(default_factory=list)      # protocol choices and deviations
-    plot: str | None = None         # file name of the plot inside the study folder
+    data: dict[str, Any]  # raw numbers (JSON)
+    findings: list[str] = field(default_factory=list)  # what this model shows, computed from the numbers
+    notes: list[str] = field(default_factory=list)  # protocol choices and deviations
+    plot: str | None = None  # file name of the plot inside the study folder
     extra_tables: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
 
 
 def context_meta(ctx: StudyContext) -> dict[str, Any]:
     return {
-        "model": ctx.loaded.name_or_path, "display_name": ctx.loaded.display_name,
+        "model": ctx.loaded.name_or_path,
+        "display_name": ctx.loaded.display_name,
         "dtype": dtype_name(next(ctx.model.parameters()).dtype),
-        "alpha": ctx.alpha, "samples": ctx.samples, "seed": ctx.seed, "epsilon": ctx.epsilon, "trials": ctx.trials,
-        "max_steps": ctx.max_steps, "modules": ctx.modules, "quick": ctx.quick,
+        "alpha": ctx.alpha,
+        "samples": ctx.samples,
+        "seed": ctx.seed,
+        "epsilon": ctx.epsilon,
+        "trials": ctx.trials,
+        "max_steps": ctx.max_steps,
+        "modules": ctx.modules,
+        "quick": ctx.quick,
         "probe_tokens": int(ctx.probe_ids.shape[1]),
-        "eval_texts": len(ctx.eval_texts), "eval_tokens": int(sum(i.shape[1] for i in ctx.eval_ids)),
+        "eval_texts": len(ctx.eval_texts),
+        "eval_tokens": int(sum(i.shape[1] for i in ctx.eval_ids)),
     }
 
 
@@ -211,10 +262,14 @@ def write_result(result: StudyResult, ctx: StudyContext, seconds: float | None =
     lines = [f"# Study `{result.name}`: {result.title}", ""]
     if ctx.command:
         lines += ["Command:", "", "```", ctx.command, "```", ""]
-    lines += [f"Model: {meta['display_name']} ({meta['dtype']}); probe {meta['probe_tokens']} tokens; "
-              f"evaluation text: {meta['eval_texts']} WikiText-style paragraphs, {meta['eval_tokens']} tokens; "
-              f"alpha={ctx.alpha}, K={ctx.samples}, seed={ctx.seed}, epsilon={ctx.epsilon}"
-              + (f"; ran in {seconds:.0f} s" if seconds is not None else "") + ".", ""]
+    lines += [
+        f"Model: {meta['display_name']} ({meta['dtype']}); probe {meta['probe_tokens']} tokens; "
+        f"evaluation text: {meta['eval_texts']} WikiText-style paragraphs, {meta['eval_tokens']} tokens; "
+        f"alpha={ctx.alpha}, K={ctx.samples}, seed={ctx.seed}, epsilon={ctx.epsilon}"
+        + (f"; ran in {seconds:.0f} s" if seconds is not None else "")
+        + ".",
+        "",
+    ]
     lines += [f"**Paper's claim.** {result.claim}", ""]
     lines += [markdown_table(result.columns, result.rows), ""]
     for title, cols, rows in result.extra_tables:
@@ -226,12 +281,22 @@ def write_result(result: StudyResult, ctx: StudyContext, seconds: float | None =
     if result.plot:
         lines += [f"![{result.name}]({result.plot})", ""]
     write_text_atomic(folder / "README.md", "\n".join(lines))
-    payload = {"study": result.name, "title": result.title, "command": ctx.command, "meta": meta,
-               "seconds": seconds, "claim": result.claim, "columns": result.columns, "rows": result.rows,
-               "findings": result.findings, "notes": result.notes, "plot": result.plot, "data": result.data}
+    payload = {
+        "study": result.name,
+        "title": result.title,
+        "command": ctx.command,
+        "meta": meta,
+        "seconds": seconds,
+        "claim": result.claim,
+        "columns": result.columns,
+        "rows": result.rows,
+        "findings": result.findings,
+        "notes": result.notes,
+        "plot": result.plot,
+        "data": result.data,
+    }
     write_json_atomic(folder / f"{result.name}.json", payload)
     return folder
 
 
-__all__ = ["StudyContext", "StudyResult", "texts_nll", "write_result", "mean_sd", "short", "ppl",
-           "encode_quiet"]
+__all__ = ["StudyContext", "StudyResult", "texts_nll", "write_result", "mean_sd", "short", "ppl", "encode_quiet"]

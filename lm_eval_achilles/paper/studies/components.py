@@ -60,34 +60,54 @@ def run(ctx: StudyContext) -> StudyResult:
     rows = []
     for g in groups:
         stats = {n: mean_sd(v) for n, v in rnd.get(g, {}).items()}
-        rows.append([g, sum(1 for _ in groups[g]), fmt(base)]
-                    + [fmt(imp.get(g, {}).get(n, float("nan"))) for n in levels]
-                    + [f"{fmt(stats[n][0])} ± {fmt(stats[n][1])}" if n in stats else "n/a" for n in levels])
+        rows.append(
+            [g, sum(1 for _ in groups[g]), fmt(base)]
+            + [fmt(imp.get(g, {}).get(n, float("nan"))) for n in levels]
+            + [f"{fmt(stats[n][0])} ± {fmt(stats[n][1])}" if n in stats else "n/a" for n in levels]
+        )
     curves = {}
     for g in groups:
         curves[f"{g} (importance)"] = [(0, base)] + sorted(imp.get(g, {}).items())
         curves[f"{g} (random mean)"] = [(0, base)] + [(n, mean_sd(v)[0]) for n, v in sorted(rnd.get(g, {}).items())]
     plot = "components.png"
-    ppl_curves(curves, ctx.out / "components" / plot, title="masking by component", xlog=True,
-               threshold_ppl=base * 10 ** ctx.epsilon)
+    ppl_curves(
+        curves,
+        ctx.out / "components" / plot,
+        title="masking by component",
+        xlog=True,
+        threshold_ppl=base * 10**ctx.epsilon,
+    )
     findings = []
     for g in groups:
         worst = max(imp.get(g, {}).values(), default=float("nan"))
         d = {n: v for n, v in imp.get(g, {}).items()}
-        findings.append(f"{g}: importance top-{levels[0]}/{levels[1]}/{levels[2]} -> "
-                        + "/".join(fmt(d.get(n, float("nan"))) for n in levels)
-                        + f" (baseline {fmt(base)}; largest Δ = {math.log10(worst / base):.2f} orders of magnitude, "
-                        f"{'reaches' if worst >= base * 10 ** ctx.epsilon else 'stays below'} ε = {ctx.epsilon}); "
-                        f"random top level mean {fmt(mean_sd(rnd.get(g, {}).get(top, [float('nan')]))[0])}")
+        findings.append(
+            f"{g}: importance top-{levels[0]}/{levels[1]}/{levels[2]} -> "
+            + "/".join(fmt(d.get(n, float("nan"))) for n in levels)
+            + f" (baseline {fmt(base)}; largest Δ = {math.log10(worst / base):.2f} orders of magnitude, "
+            f"{'reaches' if worst >= base * 10**ctx.epsilon else 'stays below'} ε = {ctx.epsilon}); "
+            f"random top level mean {fmt(mean_sd(rnd.get(g, {}).get(top, [float('nan')]))[0])}"
+        )
     return StudyResult(
-        name="components", title=TITLE,
-        claim=("Masking even the top-1000 neurons by importance in up_proj or gate_proj (Table 3), or the top-1000 "
-               "attention neurons (Table 15), raises PPL by 0-1 orders of magnitude at most; random masking in up_proj, "
-               "gate_proj or attention (Tables 12-14) causes no collapse; only a few down_proj neurons collapse the model."),
-        columns=["component", "modules", "baseline"] + [f"Imp top-{n}" for n in levels] + [f"random {n} (mean ± sd)" for n in levels],
+        name="components",
+        title=TITLE,
+        claim=(
+            "Masking even the top-1000 neurons by importance in up_proj or gate_proj (Table 3), or the top-1000 "
+            "attention neurons (Table 15), raises PPL by 0-1 orders of magnitude at most; random masking in up_proj, "
+            "gate_proj or attention (Tables 12-14) causes no collapse; only a few down_proj neurons collapse the model."
+        ),
+        columns=["component", "modules", "baseline"]
+        + [f"Imp top-{n}" for n in levels]
+        + [f"random {n} (mean ± sd)" for n in levels],
         rows=rows,
-        data={"levels": levels, "baseline_ppl": base, "importance": imp, "random": rnd,
-              "groups": groups, "top5": {g: [f"{x.module}:{x.channel}" for x in r[:5]] for g, r in imp_rank.items()}},
+        data={
+            "levels": levels,
+            "baseline_ppl": base,
+            "importance": imp,
+            "random": rnd,
+            "groups": groups,
+            "top5": {g: [f"{x.module}:{x.channel}" for x in r[:5]] for g, r in imp_rank.items()},
+        },
         findings=findings,
         notes=[
             "Importance = stage-1 Imp(s) on the probe (one stage-1 run, ranked within each component; distinct channels).",

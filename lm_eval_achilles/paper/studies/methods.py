@@ -10,9 +10,14 @@ TITLE = "ranking methods compared: PPL vs number of masked neurons (paper Figure
 LEVELS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 QUICK_LEVELS = [0, 1, 2, 5, 10]
 METHODS = ["perturbation", "activation", "activation_signed", "gradient", "keystone"]
-LABELS = {"perturbation": "perturbation (paper)", "activation": "activation |a| (AM)",
-          "activation_signed": "activation signed (AM, authors' code)", "gradient": "gradient |dL/da| (GM)",
-          "keystone": "keystone (cross-task)", "random": "random (mean of trials)"}
+LABELS = {
+    "perturbation": "perturbation (paper)",
+    "activation": "activation |a| (AM)",
+    "activation_signed": "activation signed (AM, authors' code)",
+    "gradient": "gradient |dL/da| (GM)",
+    "keystone": "keystone (cross-task)",
+    "random": "random (mean of trials)",
+}
 
 
 def run(ctx: StudyContext) -> StudyResult:
@@ -43,7 +48,7 @@ def run(ctx: StudyContext) -> StudyResult:
             curves.setdefault(LABELS[m], []).append((n, ppl(v)))
     rand_stats = {n: mean_sd(vals) for n, vals in sorted(raw.get("random", {}).items())}
     curves[LABELS["random"]] = [(0, ppl(base))] + [(n, s[0]) for n, s in rand_stats.items()]
-    thr = ppl(base) * 10 ** ctx.epsilon
+    thr = ppl(base) * 10**ctx.epsilon
 
     def first_cross(points):
         return next((n for n, p in sorted(points) if p >= thr), None)
@@ -52,37 +57,66 @@ def run(ctx: StudyContext) -> StudyResult:
     for m in METHODS:
         pts = [(n, raw[m][n]) for n in levels if n in raw.get(m, {})]
         fc = first_cross(pts)
-        rows.append([LABELS[m]] + [fmt(raw[m].get(n, float("nan"))) for n in levels]
-                    + [fc if fc is not None else f">{top}", ", ".join(short(x) for x in rankings[m][:3])])
-    rows.append([f"random (mean ± sd, {ctx.trials} trials)"]
-                + [fmt(ppl(base)) if n == 0 else
-                   (f"{fmt(rand_stats[n][0])} ± {fmt(rand_stats[n][1])}" if n in rand_stats else "n/a")
-                   for n in levels]
-                + [first_cross([(n, s[0]) for n, s in rand_stats.items()]) or f">{top}", "(seeds "
-                   f"{ctx.seed}..{ctx.seed + ctx.trials - 1})"])
+        rows.append(
+            [LABELS[m]]
+            + [fmt(raw[m].get(n, float("nan"))) for n in levels]
+            + [fc if fc is not None else f">{top}", ", ".join(short(x) for x in rankings[m][:3])]
+        )
+    rows.append(
+        [f"random (mean ± sd, {ctx.trials} trials)"]
+        + [
+            fmt(ppl(base))
+            if n == 0
+            else (f"{fmt(rand_stats[n][0])} ± {fmt(rand_stats[n][1])}" if n in rand_stats else "n/a")
+            for n in levels
+        ]
+        + [
+            first_cross([(n, s[0]) for n, s in rand_stats.items()]) or f">{top}",
+            f"(seeds {ctx.seed}..{ctx.seed + ctx.trials - 1})",
+        ]
+    )
     plot = "methods.png"
     crit = ctx.critical()
-    ppl_curves(curves, ctx.out / "methods" / plot, title="masking by ranking method (PPL on the evaluation text)",
-               threshold_ppl=thr, critical_n=crit.size or None, xlog=True)
+    ppl_curves(
+        curves,
+        ctx.out / "methods" / plot,
+        title="masking by ranking method (PPL on the evaluation text)",
+        threshold_ppl=thr,
+        critical_n=crit.size or None,
+        xlog=True,
+    )
     findings = []
     for m in METHODS + ["random"]:
         pts = curves[LABELS[m]]
         fc = first_cross(pts)
-        findings.append(f"{LABELS[m]}: PPL {fmt(ppl(base))} -> {fmt(pts[-1][1])} at n = {pts[-1][0]}; "
-                        + (f"first level with Delta >= {ctx.epsilon}: n = {fc}" if fc is not None
-                           else f"never reaches Delta >= {ctx.epsilon} up to n = {pts[-1][0]}"))
+        findings.append(
+            f"{LABELS[m]}: PPL {fmt(ppl(base))} -> {fmt(pts[-1][1])} at n = {pts[-1][0]}; "
+            + (
+                f"first level with Delta >= {ctx.epsilon}: n = {fc}"
+                if fc is not None
+                else f"never reaches Delta >= {ctx.epsilon} up to n = {pts[-1][0]}"
+            )
+        )
     return StudyResult(
-        name="methods", title=TITLE,
-        claim=("Random masking raises PPL only gradually, activation-magnitude (AM) moderately, gradient-magnitude "
-               "(GM) barely (plateaus), even at 1,000 neurons; the perturbation ranking collapses the model with a "
-               "handful of neurons."),
+        name="methods",
+        title=TITLE,
+        claim=(
+            "Random masking raises PPL only gradually, activation-magnitude (AM) moderately, gradient-magnitude "
+            "(GM) barely (plateaus), even at 1,000 neurons; the perturbation ranking collapses the model with a "
+            "handful of neurons."
+        ),
         columns=["method"] + [f"n={n}" for n in levels] + [f"first n with Δ≥{ctx.epsilon}", "top 3 of the ranking"],
         rows=rows,
-        data={"levels": levels, "baseline_ppl": ppl(base), "threshold_ppl": thr,
-              "ppl": {m: raw[m] for m in METHODS}, "random_trials": raw.get("random", {}),
-              "random_mean_sd": rand_stats,
-              "top10": {m: [short(x) for x in rankings[m][:10]] for m in METHODS},
-              "critical_size_on_probe": crit.size},
+        data={
+            "levels": levels,
+            "baseline_ppl": ppl(base),
+            "threshold_ppl": thr,
+            "ppl": {m: raw[m] for m in METHODS},
+            "random_trials": raw.get("random", {}),
+            "random_mean_sd": rand_stats,
+            "top10": {m: [short(x) for x in rankings[m][:10]] for m in METHODS},
+            "critical_size_on_probe": crit.size,
+        },
         findings=findings,
         notes=[
             "All rankings are computed on the probe text (distinct channels of the candidate modules); PPL is "

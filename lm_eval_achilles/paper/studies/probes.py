@@ -18,12 +18,32 @@ def run(ctx: StudyContext) -> StudyResult:
         res = ctx.search(ctx.ranking("perturbation", text=text), text=text)
         same = set(res.neurons) == ref_set and res.size > 0
         sets.append(res.neurons)
-        rows.append([i, kind, lang, int(ctx.ids(text).shape[1]), res.size if res.size else f"none ({res.stopping_reason})",
-                     ", ".join(short(n) for n in res.neurons[:8]) + (" ..." if len(res.neurons) > 8 else ""),
-                     "yes" if same else "no", f"{res.delta:.3f}"])
-        data.append({"type": kind, "language": lang, "text": text, "tokens": int(ctx.ids(text).shape[1]),
-                     "size": res.size, "neurons": [short(n) for n in res.neurons], "delta": res.delta,
-                     "baseline_ppl": res.baseline_ppl, "masked_ppl": res.masked_ppl, "same_as_reference": same})
+        rows.append(
+            [
+                i,
+                kind,
+                lang,
+                int(ctx.ids(text).shape[1]),
+                res.size if res.size else f"none ({res.stopping_reason})",
+                ", ".join(short(n) for n in res.neurons[:8]) + (" ..." if len(res.neurons) > 8 else ""),
+                "yes" if same else "no",
+                f"{res.delta:.3f}",
+            ]
+        )
+        data.append(
+            {
+                "type": kind,
+                "language": lang,
+                "text": text,
+                "tokens": int(ctx.ids(text).shape[1]),
+                "size": res.size,
+                "neurons": [short(n) for n in res.neurons],
+                "delta": res.delta,
+                "baseline_ppl": res.baseline_ppl,
+                "masked_ppl": res.masked_ppl,
+                "same_as_reference": same,
+            }
+        )
     union = []
     for s in [list(ref.neurons)] + sets:
         for n in s:
@@ -31,23 +51,36 @@ def run(ctx: StudyContext) -> StudyResult:
                 union.append(n)
     union = union[:30]
     plot = "probes.png"
-    membership(["Bookends (reference)"] + [f"{i} {k}/{lang}" for i, (k, lang, _t) in enumerate(probes, 1)],
-               [short(n) for n in union], [[n in set(s) for n in union] for s in [list(ref.neurons)] + sets],
-               ctx.out / "probes" / plot, title="membership of each probe's critical set")
+    membership(
+        ["Bookends (reference)"] + [f"{i} {k}/{lang}" for i, (k, lang, _t) in enumerate(probes, 1)],
+        [short(n) for n in union],
+        [[n in set(s) for n in union] for s in [list(ref.neurons)] + sets],
+        ctx.out / "probes" / plot,
+        title="membership of each probe's critical set",
+    )
     n_same = sum(d["same_as_reference"] for d in data)
     sizes = sorted({d["size"] for d in data})
     return StudyResult(
-        name="probes", title=TITLE,
-        claim=("For inputs over 10 tokens the same critical neurons are found whatever the text type (Wikipedia, news, "
-               "biography, media) or language (English, French, German, Chinese, Spanish): DeepSeek-R1-Distill-Llama-70B "
-               "gives the same 3 neurons for all 16 inputs."),
+        name="probes",
+        title=TITLE,
+        claim=(
+            "For inputs over 10 tokens the same critical neurons are found whatever the text type (Wikipedia, news, "
+            "biography, media) or language (English, French, German, Chinese, Spanish): DeepSeek-R1-Distill-Llama-70B "
+            "gives the same 3 neurons for all 16 inputs."
+        ),
         columns=["#", "type", "language", "tokens", "critical size", "critical set", "same as Bookends set", "Δ"],
         rows=rows,
-        data={"reference": {"text": ctx.probe_text, "neurons": [short(n) for n in ref.neurons], "size": ref.size},
-              "probes": data},
-        findings=[f"reference (Bookends probe) critical set: {', '.join(short(n) for n in ref.neurons) or 'none'}",
-                  f"{n_same} of {len(data)} probes give exactly the same set; critical sizes seen: {sizes}"],
-        notes=["Each probe: stage 1 (perturbation, alpha/K of the context) on the probe, stage 2 on the same probe "
-               "(as the paper). Texts written for this project (studies/texts.py), not the paper's."],
+        data={
+            "reference": {"text": ctx.probe_text, "neurons": [short(n) for n in ref.neurons], "size": ref.size},
+            "probes": data,
+        },
+        findings=[
+            f"reference (Bookends probe) critical set: {', '.join(short(n) for n in ref.neurons) or 'none'}",
+            f"{n_same} of {len(data)} probes give exactly the same set; critical sizes seen: {sizes}",
+        ],
+        notes=[
+            "Each probe: stage 1 (perturbation, alpha/K of the context) on the probe, stage 2 on the same probe "
+            "(as the paper). Texts written for this project (studies/texts.py), not the paper's."
+        ],
         plot=plot,
     )

@@ -18,11 +18,20 @@ SWEEP_STEPS = 100
 
 
 def _locate_ids(ctx: StudyContext, ids, cap, **cfg):
-    ranking = get_ranker("perturbation")(ctx.model, ctx.tokenizer, ids, ctx.module_names(), ctx.config(k=cap, progress=False, **cfg))
+    ranking = get_ranker("perturbation")(
+        ctx.model, ctx.tokenizer, ids, ctx.module_names(), ctx.config(k=cap, progress=False, **cfg)
+    )
     if not ranking:
         return None
-    return greedy_search(ctx.model, ids, [Neuron(r.module, r.channel) for r in ranking], epsilon=ctx.epsilon,
-                         max_steps=cap, batch_size=ctx.batch_size, progress=False)
+    return greedy_search(
+        ctx.model,
+        ids,
+        [Neuron(r.module, r.channel) for r in ranking],
+        epsilon=ctx.epsilon,
+        max_steps=cap,
+        batch_size=ctx.batch_size,
+        progress=False,
+    )
 
 
 def run(ctx: StudyContext) -> StudyResult:
@@ -37,10 +46,16 @@ def run(ctx: StudyContext) -> StudyResult:
     ref = ctx.critical()
     ref_set = set(ref.neurons)
     rows, data = [], {"alpha": [], "K": [], "text_length": [], "prefix_length": []}
-    jobs = ([("alpha", a, ctx.probe_ids, {"alpha": a}) for a in alphas]
-            + [("K", k, ctx.probe_ids, {"samples": k}) for k in ks]
-            + [("text_length", t, ctx.ids(t), {"batch_size": 50}) for t in texts]
-            + [("prefix_length", n, ctx.probe_ids[:, :n], {"batch_size": 50}) for n in prefixes if n <= ctx.probe_ids.shape[1]])
+    jobs = (
+        [("alpha", a, ctx.probe_ids, {"alpha": a}) for a in alphas]
+        + [("K", k, ctx.probe_ids, {"samples": k}) for k in ks]
+        + [("text_length", t, ctx.ids(t), {"batch_size": 50}) for t in texts]
+        + [
+            ("prefix_length", n, ctx.probe_ids[:, :n], {"batch_size": 50})
+            for n in prefixes
+            if n <= ctx.probe_ids.shape[1]
+        ]
+    )
     for sweep, value, ids, cfg in tqdm(jobs, desc="sensitivity: locate runs", disable=not ctx.progress, unit="run"):
         res = _locate_ids(ctx, ids, cap, **cfg)
         size = res.size if res is not None and res.size else None
@@ -48,53 +63,98 @@ def run(ctx: StudyContext) -> StudyResult:
         tokens = int(ids.shape[1])
         same = size is not None and set(neurons) == ref_set
         label = value if sweep != "text_length" else f"{value[:40]!r}"
-        data[sweep].append({"value": value, "tokens": tokens, "size": size, "neurons": [short(n) for n in neurons[:20]],
-                            "same_as_reference": same, "delta": res.delta if res is not None else None})
-        rows.append([sweep, label, tokens, size if size is not None else f">{cap}" if res is not None else "empty ranking",
-                     ", ".join(short(n) for n in neurons[:4]) + (" ..." if len(neurons) > 4 else ""),
-                     "yes" if same else "no"])
+        data[sweep].append(
+            {
+                "value": value,
+                "tokens": tokens,
+                "size": size,
+                "neurons": [short(n) for n in neurons[:20]],
+                "same_as_reference": same,
+                "delta": res.delta if res is not None else None,
+            }
+        )
+        rows.append(
+            [
+                sweep,
+                label,
+                tokens,
+                size if size is not None else f">{cap}" if res is not None else "empty ranking",
+                ", ".join(short(n) for n in neurons[:4]) + (" ..." if len(neurons) > 4 else ""),
+                "yes" if same else "no",
+            ]
+        )
 
     def series(sweep, key):
         return sorted((d[key], d["size"] if d["size"] is not None else float("nan")) for d in data[sweep])
 
     plot = "sensitivity.png"
     ref_line = {f"reference = {ref.size}": ref.size} if ref.size else {}
-    panels([
-        {"title": f"noise scale α (K={ctx.samples})", "xlabel": "α", "ylabel": "critical-set size",
-         "series": {"size": series("alpha", "value")}, "hlines": ref_line},
-        {"title": f"sample count K (α={ctx.alpha})", "xlabel": "K", "ylabel": "critical-set size",
-         "series": {"size": series("K", "value")}, "hlines": ref_line},
-        {"title": "probe length", "xlabel": "tokens (incl. BOS)", "ylabel": "critical-set size",
-         "series": {"paper's Elara series": series("text_length", "tokens"),
-                    "Bookends prefix": series("prefix_length", "tokens")},
-         "hlines": ref_line, "vlines": {"T_min = 10": 10}},
-    ], ctx.out / "sensitivity" / plot)
+    panels(
+        [
+            {
+                "title": f"noise scale α (K={ctx.samples})",
+                "xlabel": "α",
+                "ylabel": "critical-set size",
+                "series": {"size": series("alpha", "value")},
+                "hlines": ref_line,
+            },
+            {
+                "title": f"sample count K (α={ctx.alpha})",
+                "xlabel": "K",
+                "ylabel": "critical-set size",
+                "series": {"size": series("K", "value")},
+                "hlines": ref_line,
+            },
+            {
+                "title": "probe length",
+                "xlabel": "tokens (incl. BOS)",
+                "ylabel": "critical-set size",
+                "series": {
+                    "paper's Elara series": series("text_length", "tokens"),
+                    "Bookends prefix": series("prefix_length", "tokens"),
+                },
+                "hlines": ref_line,
+                "vlines": {"T_min = 10": 10},
+            },
+        ],
+        ctx.out / "sensitivity" / plot,
+    )
 
     def summary(sweep):
-        return ", ".join(f"{d['value'] if sweep != 'text_length' else d['tokens']}→{d['size'] if d['size'] else '-'}"
-                         + ("" if d["same_as_reference"] else "*") for d in data[sweep])
+        return ", ".join(
+            f"{d['value'] if sweep != 'text_length' else d['tokens']}→{d['size'] if d['size'] else '-'}"
+            + ("" if d["same_as_reference"] else "*")
+            for d in data[sweep]
+        )
 
     short_ok = [d for d in data["text_length"] + data["prefix_length"] if d["tokens"] < 10]
     long_ok = [d for d in data["text_length"] + data["prefix_length"] if d["tokens"] >= 10]
     return StudyResult(
-        name="sensitivity", title=TITLE,
-        claim=("α shows a threshold effect (fluctuating below α = 5, stable at 7 neurons for α ≥ 5); K fluctuates for "
-               "small K and is stable once K > 80 (Figure 4, Llama-3.3-70B); inputs under 10 tokens give 10-39 neurons, "
-               "inputs of ≥ 10 tokens always the same 7 (Figure 7, T_min = 10)."),
+        name="sensitivity",
+        title=TITLE,
+        claim=(
+            "α shows a threshold effect (fluctuating below α = 5, stable at 7 neurons for α ≥ 5); K fluctuates for "
+            "small K and is stable once K > 80 (Figure 4, Llama-3.3-70B); inputs under 10 tokens give 10-39 neurons, "
+            "inputs of ≥ 10 tokens always the same 7 (Figure 7, T_min = 10)."
+        ),
         columns=["sweep", "value", "tokens", "critical size", "critical set (first 4)", "same as reference set"],
         rows=rows,
         data={**data, "reference": [short(n) for n in ref.neurons], "cap": cap},
-        findings=[f"reference set (α={ctx.alpha}, K={ctx.samples}, Bookends): {', '.join(short(n) for n in ref.neurons)}",
-                  f"α sweep (α→size, * = different set): {summary('alpha')}",
-                  f"K sweep: {summary('K')}",
-                  f"Elara length series (tokens→size): {summary('text_length')}",
-                  f"Bookends prefixes (tokens→size): {summary('prefix_length')}",
-                  f"inputs < 10 tokens: {sum(d['same_as_reference'] for d in short_ok)}/{len(short_ok)} give the reference set; "
-                  f"inputs ≥ 10 tokens: {sum(d['same_as_reference'] for d in long_ok)}/{len(long_ok)}"],
-        notes=[f"Each point is a full locate run (stage 1 + stage 2, ε={ctx.epsilon}) with the stage-2 cap lowered to "
-               f"{cap} steps ('>{cap}' = not found within the cap); α = 0 is left out (no perturbation, empty ranking).",
-               "Length series: the paper's own Elara texts (appendix A.7.1); their token counts there are for Llama-3, "
-               "here for the model under test. Stage 2 runs on the same short text, as in the paper.",
-               "Length runs use stage-1 batches of 50 noise samples (the α/K sweeps use the default 25)."],
+        findings=[
+            f"reference set (α={ctx.alpha}, K={ctx.samples}, Bookends): {', '.join(short(n) for n in ref.neurons)}",
+            f"α sweep (α→size, * = different set): {summary('alpha')}",
+            f"K sweep: {summary('K')}",
+            f"Elara length series (tokens→size): {summary('text_length')}",
+            f"Bookends prefixes (tokens→size): {summary('prefix_length')}",
+            f"inputs < 10 tokens: {sum(d['same_as_reference'] for d in short_ok)}/{len(short_ok)} give the reference set; "
+            f"inputs ≥ 10 tokens: {sum(d['same_as_reference'] for d in long_ok)}/{len(long_ok)}",
+        ],
+        notes=[
+            f"Each point is a full locate run (stage 1 + stage 2, ε={ctx.epsilon}) with the stage-2 cap lowered to "
+            f"{cap} steps ('>{cap}' = not found within the cap); α = 0 is left out (no perturbation, empty ranking).",
+            "Length series: the paper's own Elara texts (appendix A.7.1); their token counts there are for Llama-3, "
+            "here for the model under test. Stage 2 runs on the same short text, as in the paper.",
+            "Length runs use stage-1 batches of 50 noise samples (the α/K sweeps use the default 25).",
+        ],
         plot=plot,
     )

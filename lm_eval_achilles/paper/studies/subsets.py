@@ -23,16 +23,29 @@ def all_subsets(n: int) -> list[tuple[int, ...]]:
     return [c for k in range(n, 0, -1) for c in combinations(range(n), k)]
 
 
-def subset_nlls(model, input_ids: torch.Tensor, neurons: Sequence[Neuron], subsets: Sequence[tuple[int, ...]],
-                scale: float = 0.0, batch_size: int = 8, progress=None) -> list[float]:
+def subset_nlls(
+    model,
+    input_ids: torch.Tensor,
+    neurons: Sequence[Neuron],
+    subsets: Sequence[tuple[int, ...]],
+    scale: float = 0.0,
+    batch_size: int = 8,
+    progress=None,
+) -> list[float]:
     """Mean NLL of ``input_ids`` with each subset (indices into ``neurons``) masked, batched: a different
     mask per batch row, ``batch_size`` subsets per forward."""
     sets = [[neurons[i] for i in s] for s in subsets]
     return evaluate_sets(model, input_ids, sets, scale=scale, batch_size=batch_size, progress=progress)
 
 
-def prune_minimal(model, input_ids: torch.Tensor, neurons: Sequence[Neuron], epsilon: float, batch_size: int = 8,
-                  baseline_nll: float | None = None) -> tuple[list[Neuron], list[dict]]:
+def prune_minimal(
+    model,
+    input_ids: torch.Tensor,
+    neurons: Sequence[Neuron],
+    epsilon: float,
+    batch_size: int = 8,
+    baseline_nll: float | None = None,
+) -> tuple[list[Neuron], list[dict]]:
     """Greedy backward pruning: while some neuron can be removed with Δ staying ≥ ε, remove the one whose
     removal keeps Δ highest (ties: the later-ranked one). All leave-one-out sets of a round are evaluated
     in one batched pass. The result is minimal: no single neuron can be removed without Δ < ε.
@@ -44,7 +57,7 @@ def prune_minimal(model, input_ids: torch.Tensor, neurons: Sequence[Neuron], eps
     if delta(full, base) < epsilon:
         return current, log
     while len(current) > 1:
-        rest = [current[:i] + current[i + 1:] for i in range(len(current))]
+        rest = [current[:i] + current[i + 1 :] for i in range(len(current))]
         deltas = [delta(v, base) for v in evaluate_sets(model, input_ids, rest, batch_size=batch_size)]
         ok = [i for i, d in enumerate(deltas) if d >= epsilon]
         if not ok:
@@ -65,7 +78,9 @@ def run(ctx: StudyContext) -> StudyResult:
         subsets = all_subsets(len(neurons))
     else:
         n = len(neurons)
-        subsets = [tuple(range(n))] + [tuple(j for j in range(n) if j != i) for i in range(n)] + [(i,) for i in range(n)]
+        subsets = (
+            [tuple(range(n))] + [tuple(j for j in range(n) if j != i) for i in range(n)] + [(i,) for i in range(n)]
+        )
     probe = ctx.probe_ids
     base_probe = float(mean_nll(ctx.model, probe)[0])
     p_nll = subset_nlls(ctx.model, probe, neurons, subsets, batch_size=ctx.batch_size)
@@ -75,8 +90,15 @@ def run(ctx: StudyContext) -> StudyResult:
     for s, pv, ev in zip(subsets, p_nll, e_nll):
         d = delta(pv, base_probe)
         rows.append([str(list(s)), fmt(ppl(pv)), f"{d:.3f}", fmt(ppl(ev)), "yes" if d >= ctx.epsilon else "no"])
-        data.append({"subset": list(s), "probe_ppl": ppl(pv), "probe_delta": d, "eval_ppl": ppl(ev),
-                     "eval_delta": delta(ev, base_eval)})
+        data.append(
+            {
+                "subset": list(s),
+                "probe_ppl": ppl(pv),
+                "probe_delta": d,
+                "eval_ppl": ppl(ev),
+                "eval_delta": delta(ev, base_eval),
+            }
+        )
     # minimal critical set by pruning a longer prefix that crosses epsilon
     prefix_n = min(len(ranking), 4 if ctx.quick else 10)
     minimal, log = prune_minimal(ctx.model, probe, ranking[:prefix_n], ctx.epsilon, ctx.batch_size, base_probe)
@@ -84,33 +106,63 @@ def run(ctx: StudyContext) -> StudyResult:
     singles = [r for r in data if len(r["subset"]) == 1 and r["probe_delta"] >= ctx.epsilon]
     proper = [r for r in collapsing if len(r["subset"]) < len(neurons)]
     plot = "subsets.png"
-    bars([str(r["subset"]) for r in data], [r["probe_ppl"] for r in data], ctx.out / "subsets" / plot,
-         title="PPL on the probe for every subset", hline=ppl(base_probe) * 10 ** ctx.epsilon,
-         hline_label=f"threshold (Δ = {ctx.epsilon})")
+    bars(
+        [str(r["subset"]) for r in data],
+        [r["probe_ppl"] for r in data],
+        ctx.out / "subsets" / plot,
+        title="PPL on the probe for every subset",
+        hline=ppl(base_probe) * 10**ctx.epsilon,
+        hline_label=f"threshold (Δ = {ctx.epsilon})",
+    )
     legend = [[i, short(n)] for i, n in enumerate(neurons)]
     return StudyResult(
-        name="subsets", title=TITLE,
-        claim=("Masking any single neuron or any proper subset of the critical set gives mild degradation; only the "
-               "whole set collapses the model (cooperative effect), so the greedy prefix is the minimal set."),
+        name="subsets",
+        title=TITLE,
+        claim=(
+            "Masking any single neuron or any proper subset of the critical set gives mild degradation; only the "
+            "whole set collapses the model (cooperative effect), so the greedy prefix is the minimal set."
+        ),
         columns=["subset", "PPL (probe)", "Δ (probe)", "PPL (eval text)", f"Δ ≥ {ctx.epsilon}"],
         rows=rows,
-        data={"neurons": [short(n) for n in neurons], "set": label, "baseline_probe_ppl": ppl(base_probe),
-              "baseline_eval_ppl": ppl(base_eval), "subsets": data,
-              "pruning": {"start": [short(n) for n in ranking[:prefix_n]], "minimal": [short(n) for n in minimal],
-                          "rounds": [{**r, "removed": short(r["removed"]) if r["removed"] else None} for r in log]},
-              "critical_set": [short(n) for n in crit]},
-        extra_tables=[("Neurons (index → neuron)", ["index", "neuron"], legend),
-                      (f"Minimal critical set by pruning the top-{prefix_n} prefix", ["start", "minimal set", "Δ of the minimal set"],
-                       [[", ".join(short(n) for n in ranking[:prefix_n]), ", ".join(short(n) for n in minimal),
-                         f"{log[-1]['delta']:.3f}"]])],
-        findings=[f"subsets of: {label}; baseline PPL {fmt(ppl(base_probe))} (probe), {fmt(ppl(base_eval))} (eval)",
-                  f"{len(collapsing)} of {len(data)} subsets reach Δ ≥ {ctx.epsilon}; {len(proper)} of them are proper "
-                  f"subsets and {len(singles)} are single neurons",
-                  f"pruning the top-{prefix_n} prefix leaves a minimal set of {len(minimal)}: "
-                  f"{', '.join(short(n) for n in minimal)}; the greedy critical set is {', '.join(short(n) for n in crit)}"],
-        notes=["Every subset is evaluated in batched forwards (one mask per batch row, row_masked); tests check this "
-               "equals masking the subsets one at a time.",
-               "The paper's Table 5 uses 4-neuron critical sets; when this model's critical set is smaller, the "
-               "top-4 prefix of the ranking is used so the table is informative."],
+        data={
+            "neurons": [short(n) for n in neurons],
+            "set": label,
+            "baseline_probe_ppl": ppl(base_probe),
+            "baseline_eval_ppl": ppl(base_eval),
+            "subsets": data,
+            "pruning": {
+                "start": [short(n) for n in ranking[:prefix_n]],
+                "minimal": [short(n) for n in minimal],
+                "rounds": [{**r, "removed": short(r["removed"]) if r["removed"] else None} for r in log],
+            },
+            "critical_set": [short(n) for n in crit],
+        },
+        extra_tables=[
+            ("Neurons (index → neuron)", ["index", "neuron"], legend),
+            (
+                f"Minimal critical set by pruning the top-{prefix_n} prefix",
+                ["start", "minimal set", "Δ of the minimal set"],
+                [
+                    [
+                        ", ".join(short(n) for n in ranking[:prefix_n]),
+                        ", ".join(short(n) for n in minimal),
+                        f"{log[-1]['delta']:.3f}",
+                    ]
+                ],
+            ),
+        ],
+        findings=[
+            f"subsets of: {label}; baseline PPL {fmt(ppl(base_probe))} (probe), {fmt(ppl(base_eval))} (eval)",
+            f"{len(collapsing)} of {len(data)} subsets reach Δ ≥ {ctx.epsilon}; {len(proper)} of them are proper "
+            f"subsets and {len(singles)} are single neurons",
+            f"pruning the top-{prefix_n} prefix leaves a minimal set of {len(minimal)}: "
+            f"{', '.join(short(n) for n in minimal)}; the greedy critical set is {', '.join(short(n) for n in crit)}",
+        ],
+        notes=[
+            "Every subset is evaluated in batched forwards (one mask per batch row, row_masked); tests check this "
+            "equals masking the subsets one at a time.",
+            "The paper's Table 5 uses 4-neuron critical sets; when this model's critical set is smaller, the "
+            "top-4 prefix of the ranking is used so the table is informative.",
+        ],
         plot=plot,
     )

@@ -37,36 +37,96 @@ WIKITEXT: list[str] = [
 
 #: (type, language, text): 4 types x 5 languages, 16 texts; every text has well over 10 tokens.
 PROBES: list[tuple[str, str, str]] = [
-    ("Wikipedia", "English", "The snow leopard is a large cat native to the mountain ranges of Central and South Asia. "
-                             "Its thick fur and long tail help it survive in cold, rocky habitats."),
-    ("Wikipedia", "English", "The Danube is the second-longest river in Europe. It flows through ten countries "
-                             "before emptying into the Black Sea through a wide delta."),
-    ("News", "English", "City officials announced on Monday that the central bridge will close for repairs next "
-                        "month. Commuters are advised to use the ferry or the northern ring road."),
-    ("News", "English", "Global markets rose sharply after the central bank kept interest rates unchanged, "
-                        "lifting shares of banks and technology companies across Asia and Europe."),
-    ("Biography", "English", "Marie Curie, born 1867 in Warsaw, was a physicist and chemist who discovered polonium "
-                             "and radium. She was the first person to win Nobel Prizes in two sciences."),
-    ("Biography", "English", "Nelson Mandela, born 1918, spent 27 years in prison before becoming South Africa's first "
-                             "democratically elected president in 1994."),
-    ("Media", "English", "\"Spirited Away\", directed by Hayao Miyazaki, follows a girl trapped in a world of spirits. "
-                         "The animated film won an Academy Award and broke box-office records in Japan."),
-    ("Media", "English", "\"Breaking Bad\" is a television drama about a chemistry teacher who turns to crime. "
-                         "Critics praised its writing, acting and slow-building tension."),
-    ("Wikipedia", "French", "Le Danube est le deuxième plus long fleuve d'Europe. Il traverse dix pays avant de se "
-                            "jeter dans la mer Noire par un vaste delta."),
-    ("News", "French", "Les marchés mondiaux ont fortement progressé après que la banque centrale a maintenu ses "
-                       "taux d'intérêt, soutenant les valeurs bancaires et technologiques."),
-    ("Media", "German", "\"Breaking Bad\" ist eine Fernsehserie über einen Chemielehrer, der in die Kriminalität "
-                        "abrutscht. Kritiker lobten das Drehbuch, die Schauspieler und die Spannung."),
-    ("Biography", "German", "Marie Curie, geboren 1867 in Warschau, war eine Physikerin und Chemikerin, die Polonium "
-                            "und Radium entdeckte und zwei Nobelpreise erhielt."),
-    ("Wikipedia", "Chinese", "雪豹是一种原产于中亚和南亚山区的大型猫科动物。它厚厚的皮毛和长长的尾巴帮助它在寒冷多岩石的环境中生存。"),
+    (
+        "Wikipedia",
+        "English",
+        "The snow leopard is a large cat native to the mountain ranges of Central and South Asia. "
+        "Its thick fur and long tail help it survive in cold, rocky habitats.",
+    ),
+    (
+        "Wikipedia",
+        "English",
+        "The Danube is the second-longest river in Europe. It flows through ten countries "
+        "before emptying into the Black Sea through a wide delta.",
+    ),
+    (
+        "News",
+        "English",
+        "City officials announced on Monday that the central bridge will close for repairs next "
+        "month. Commuters are advised to use the ferry or the northern ring road.",
+    ),
+    (
+        "News",
+        "English",
+        "Global markets rose sharply after the central bank kept interest rates unchanged, "
+        "lifting shares of banks and technology companies across Asia and Europe.",
+    ),
+    (
+        "Biography",
+        "English",
+        "Marie Curie, born 1867 in Warsaw, was a physicist and chemist who discovered polonium "
+        "and radium. She was the first person to win Nobel Prizes in two sciences.",
+    ),
+    (
+        "Biography",
+        "English",
+        "Nelson Mandela, born 1918, spent 27 years in prison before becoming South Africa's first "
+        "democratically elected president in 1994.",
+    ),
+    (
+        "Media",
+        "English",
+        '"Spirited Away", directed by Hayao Miyazaki, follows a girl trapped in a world of spirits. '
+        "The animated film won an Academy Award and broke box-office records in Japan.",
+    ),
+    (
+        "Media",
+        "English",
+        '"Breaking Bad" is a television drama about a chemistry teacher who turns to crime. '
+        "Critics praised its writing, acting and slow-building tension.",
+    ),
+    (
+        "Wikipedia",
+        "French",
+        "Le Danube est le deuxième plus long fleuve d'Europe. Il traverse dix pays avant de se "
+        "jeter dans la mer Noire par un vaste delta.",
+    ),
+    (
+        "News",
+        "French",
+        "Les marchés mondiaux ont fortement progressé après que la banque centrale a maintenu ses "
+        "taux d'intérêt, soutenant les valeurs bancaires et technologiques.",
+    ),
+    (
+        "Media",
+        "German",
+        '"Breaking Bad" ist eine Fernsehserie über einen Chemielehrer, der in die Kriminalität '
+        "abrutscht. Kritiker lobten das Drehbuch, die Schauspieler und die Spannung.",
+    ),
+    (
+        "Biography",
+        "German",
+        "Marie Curie, geboren 1867 in Warschau, war eine Physikerin und Chemikerin, die Polonium "
+        "und Radium entdeckte und zwei Nobelpreise erhielt.",
+    ),
+    (
+        "Wikipedia",
+        "Chinese",
+        "雪豹是一种原产于中亚和南亚山区的大型猫科动物。它厚厚的皮毛和长长的尾巴帮助它在寒冷多岩石的环境中生存。",
+    ),
     ("News", "Chinese", "市政官员周一宣布，中央大桥将于下个月关闭维修。建议通勤者乘坐渡轮或使用北环路。"),
-    ("Media", "Spanish", "\"El viaje de Chihiro\", dirigida por Hayao Miyazaki, sigue a una niña atrapada en un mundo "
-                         "de espíritus. La película ganó un Premio de la Academia."),
-    ("Biography", "Spanish", "Nelson Mandela, nacido en 1918, pasó 27 años en prisión antes de convertirse en el primer "
-                             "presidente elegido democráticamente de Sudáfrica en 1994."),
+    (
+        "Media",
+        "Spanish",
+        '"El viaje de Chihiro", dirigida por Hayao Miyazaki, sigue a una niña atrapada en un mundo '
+        "de espíritus. La película ganó un Premio de la Academia.",
+    ),
+    (
+        "Biography",
+        "Spanish",
+        "Nelson Mandela, nacido en 1918, pasó 27 años en prisión antes de convertirse en el primer "
+        "presidente elegido democráticamente de Sudáfrica en 1994.",
+    ),
 ]
 
 #: The paper's input-length series (appendix A.7.1, quoted from the paper); the token counts given there
