@@ -11,7 +11,7 @@ STEP = 1
 #: Stage 2 stops after this many steps (the authors' code caps at 1000).
 MAX_STEPS = 1000
 SEED = 42
-#: Perplexity texts are truncated to this many tokens (REFERENCE.md 2.2, 11.3).
+#: Perplexity texts are truncated to this many tokens (docs/protocols.md).
 MAX_PPL_TOKENS = 512
 #: How many ranked neurons a mask file keeps (the authors keep the top 10 000).
 RANKING_SIZE = 10_000
@@ -19,7 +19,7 @@ RANKING_SIZE = 10_000
 MIN_PROBE_TOKENS = 10
 
 #: The paper's probe: the WikiText-formatted "Bookends" paragraph (spaces before punctuation).
-#: Its first 100 characters are the authors' text as recorded in their logs (REFERENCE.md 1.2); the
+#: Its first 100 characters are the authors' text as recorded in their logs (docs/method.md); the
 #: exact remainder is unknown, so the rest of this paragraph is this project's reconstruction in the
 #: same WikiText style. The critical set does not depend on the exact wording (paper section 4.4).
 PROBE_TEXT = (

@@ -1,4 +1,4 @@
-"""Quality filters (REFERENCE.md section 12): every rule, positive and negative."""
+"""Quality filters (docs/protocols.md): every rule, positive and negative."""
 
 import pytest
 

@@ -1,5 +1,5 @@
 """End to end: the achilles tasks run offline in lm-eval on the embedded model and report every metric
-of DESIGN.md section 3.4; the perplexity tasks reproduce the reference formula (REFERENCE.md 11).
+of docs/protocols.md; the perplexity tasks reproduce the reference formula (docs/protocols.md).
 
 Kept short for 2 CPU cores: one document per generative task and 16 new tokens (the YAML defaults of
 50/512 tokens are the protocol; only this test overrides them), two or three texts per corpus.
@@ -70,7 +70,7 @@ def test_generative_tasks_report_every_metric(embedded_path):
 
 
 def _reference_ppl(model_path, corpus, limit):
-    """REFERENCE.md 11, written out: truncate at 512, loss * N, exp(total / tokens)."""
+    """The authors' perplexity formula, written out: truncate at 512, loss * N, exp(total / tokens)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,4 +1,4 @@
-"""lm-eval model ``achilles_masked``: Hugging Face's HFLM with a neuron mask (DESIGN.md section 3.3).
+"""lm-eval model ``achilles_masked``: Hugging Face's HFLM with a neuron mask (docs/cli.md, "The lm-eval model achilles_masked").
 
     lm_eval --model achilles_masked --model_args pretrained=MODEL,mask=mask.json --tasks ...
 

@@ -1,4 +1,4 @@
-"""Data for the lm-eval tasks in ``task_configs/`` (DESIGN.md section 3.4).
+"""Data for the lm-eval tasks in ``task_configs/`` (docs/protocols.md, "Running the tasks").
 
 Default: the hub datasets the paper used (``datasets.load_dataset``). Offline: with lm-eval
 ``--metadata '{"data_dir": "DIR"}'`` (or the environment variable ``ACHILLES_DATA_DIR``) every task

@@ -1,4 +1,4 @@
-"""Which modules are candidates for critical neurons (REFERENCE.md 1.1, DESIGN.md section 1)."""
+"""Which modules are candidates for critical neurons (docs/method.md, "Candidate modules")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Perplexity on one text, per batch row, in float64 log space (DESIGN.md section 1: Delta)."""
+"""Perplexity on one text, per batch row, in float64 log space (docs/method.md, "Vocabulary": Delta)."""
 
 from __future__ import annotations
 

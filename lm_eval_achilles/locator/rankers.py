@@ -104,7 +104,7 @@ def get_ranker(method: str) -> Ranker:
 
 
 # --------------------------------------------------------------------------------------------------
-# Baseline rankers (paper section 4.3, REFERENCE.md section 13) and the keystone ranker.
+# Baseline rankers (paper section 4.3; docs/method.md, "Rankers") and the keystone ranker.
 # All produce the same RankedNeuron list as stage 1, so the same stage-2 search and mask file apply.
 # --------------------------------------------------------------------------------------------------
 
@@ -118,9 +118,9 @@ def random_scores(model, modules, seed: int) -> dict[str, torch.Tensor]:
     """One uniform score in (0, 1] per channel of every candidate module, from a generator seeded with
     ``seed``: ranking them is a uniformly random permutation of the pool, reproducible by seed.
 
-    Pool = every output channel of the candidate modules (this project's choice, DESIGN.md section 1:
+    Pool = every output channel of the candidate modules (this project's choice, docs/method.md:
     the same pool as the other rankers). The authors' script instead samples rows of every Linear
-    weight incl. ``lm_head`` (REFERENCE.md 13.1); a channel pool keeps the comparison like for like."""
+    weight incl. ``lm_head``; a channel pool keeps the comparison like for like."""
     gen = torch.Generator().manual_seed(int(seed))
     return {
         m: 1.0 - torch.rand(c, generator=gen, dtype=torch.float64) for m, c in _channel_sizes(model, modules).items()
@@ -152,14 +152,14 @@ def activation_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
 
 def activation_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
     """Activation magnitude (AM): ranked by |activation| (the authors' script ranks the signed value,
-    REFERENCE.md 13.2; magnitude is what the paper's text describes)."""
+    see docs/method.md; magnitude is what the paper's text describes)."""
     return rank_scores(activation_scores(model, input_ids, modules), cfg.k, cfg.granularity)
 
 
 @torch.no_grad()
 def signed_activation_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     """Signed activation per (position, channel); ranking it keeps only positive values (the authors'
-    AM script sorts the signed value, REFERENCE.md 13.2, so large negative activations rank last)."""
+    AM script sorts the signed value, so large negative activations rank last)."""
     device = next(model.parameters()).device
     acts = _record_outputs(
         model, modules, lambda: model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=1)
@@ -180,7 +180,7 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     instead of being replaced by a detached copy: the forward values are unchanged, the graph stays
     connected, and d loss / d z is exactly the total derivative of the loss with respect to that
     module's output through all downstream paths. The authors' script detaches every hooked output,
-    so only o_proj/down_proj get a gradient and all layers get the same one (REFERENCE.md 13.3).
+    so only o_proj/down_proj get a gradient and all layers get the same one (docs/method.md, "Rankers").
     ``torch.autograd.grad`` asks only for the z's, so no parameter ``.grad`` is touched."""
     device = next(model.parameters()).device
     ids = input_ids.to(device)
@@ -277,7 +277,7 @@ def keystone_scores(strengths: dict[str, dict[str, torch.Tensor]]) -> dict[str, 
 
 def keystone_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
     """Keystone neurons: this project's reading of "Tiny Brains, Giant Impact" (abstract only, see
-    shared/seeds/keystone-neurons-abstract.md): neurons *consistently highly activated across prompts
+    docs/method.md, "Rankers"): neurons *consistently highly activated across prompts
     of several capability types*, ranked by cross-task activation strength (:func:`keystone_scores`).
     Prompts: ``cfg.prompts`` (type -> texts) or :data:`KEYSTONE_PROMPTS`; the probe text is added as
     one more type ("probe"). Channel granularity only (positions differ between prompts)."""

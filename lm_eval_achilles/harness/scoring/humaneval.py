@@ -1,4 +1,4 @@
-"""HumanEval protocol (REFERENCE.md section 7): raw prompt, code extraction rate.
+"""HumanEval protocol (docs/protocols.md, "achilles_humaneval"): raw prompt, code extraction rate.
 
 The paper's HumanEval number is the *code extraction rate*: the share of responses from which a
 function definition can be pulled out (Table 2 values equal the reference code's extraction rate,

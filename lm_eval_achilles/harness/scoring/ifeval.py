@@ -1,12 +1,12 @@
-"""IFEval protocol (paper appendix A.3, DESIGN.md section 4): lm-eval's official instruction checkers,
+"""IFEval protocol (paper appendix A.3; docs/protocols.md, "achilles_ifeval"): lm-eval's official instruction checkers,
 strict mode only, behind the standard quality filter.
 
-The reference code used home-made checkers (REFERENCE.md section 5, bug list 15.8); this project uses
+The reference code used home-made checkers (with known bugs, see docs/protocols.md); this project uses
 the official registry shipped with lm-eval (``lm_eval.tasks.ifeval.instructions_registry``) so that
 the numbers mean what IFEval numbers usually mean -- except that a response failing the standard
 quality filter follows no instruction, as the paper specifies.
 
-Offline hazard (DESIGN.md section 5): importing lm-eval's ``instructions_util`` calls
+Offline hazard: importing lm-eval's ``instructions_util`` calls
 ``nltk.download("punkt_tab")``, and the sentence-count and capital-word checkers need that resource.
 When ``punkt_tab`` is not installed, this module skips the download attempt (no network access from a
 scoring function) and gives the checkers a parameter-free ``PunktSentenceTokenizer()``, which needs

@@ -1,6 +1,6 @@
-"""MATH-500 protocol (REFERENCE.md section 8): prompt, answer extraction, three-level grading.
+"""MATH-500 protocol (docs/protocols.md, "achilles_math500"): prompt, answer extraction, three-level grading.
 
-Extraction differs from the reference code in one place only (DESIGN.md section 4): ``\\boxed{...}``
+Extraction differs from the reference code in one place only (docs/protocols.md): ``\\boxed{...}``
 is read with balanced braces, so ``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}`` instead of the
 truncated ``\\frac{1``. The other patterns are the reference's, in its order.
 

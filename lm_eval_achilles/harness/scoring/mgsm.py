@@ -1,6 +1,6 @@
-"""MGSM (English) protocol (REFERENCE.md section 10, paper appendix A.3): raw question, reasoning score.
+"""MGSM (English) protocol (paper appendix A.3; docs/protocols.md, "achilles_mgsm_en"): raw question, reasoning score.
 
-Differences from the reference code, as DESIGN.md section 4 decides:
+Differences from the reference code, deliberate (docs/protocols.md):
 
 - the reasoning score uses the paper's **six** categories (the code had four), so the paper's
   threshold ``score > 0.2`` means "at least two categories" (the code's 1/4 made any single "-" count);

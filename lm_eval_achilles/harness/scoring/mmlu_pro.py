@@ -1,4 +1,4 @@
-"""MMLU-Pro protocol (REFERENCE.md section 4): system-style preamble, options (A)..(J), strict extraction.
+"""MMLU-Pro protocol (docs/protocols.md, "achilles_mmlu_pro"): system-style preamble, options (A)..(J), strict extraction.
 
 The paper accepts only "The answer is (X)" so that a collapsed model cannot score by accident; there
 is no fallback and no quality filter (``meaningless_rate`` is reported for information only).

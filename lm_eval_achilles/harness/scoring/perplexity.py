@@ -1,4 +1,4 @@
-"""WikiText / C4 perplexity protocol (REFERENCE.md section 11, DESIGN.md section 4).
+"""WikiText / C4 perplexity protocol (docs/protocols.md, "achilles_wikitext and achilles_c4").
 
 Per text: tokenise with special tokens as the tokenizer adds them (BOS for Llama-3, none for
 SmolLM2/Qwen), keep the first 512 tokens (no sliding window: the rest is discarded), and take the

@@ -1,4 +1,4 @@
-"""Response-quality ("meaningful") filters of the paper (REFERENCE.md section 12).
+"""Response-quality ("meaningful") filters of the paper (docs/protocols.md, "The quality filter").
 
 The paper marks degenerate generations (empty, repeated characters, no words) as failed before
 scoring. A collapsed (masked) model produces exactly such text, so the filter is what turns
@@ -70,21 +70,21 @@ class QualityFilter:
         return not self.failures(response)
 
 
-#: REFERENCE.md 12.1 -- HumanEval, IFEval, MATH, MGSM (and GPQA here, as the paper says).
+#: The standard filter: HumanEval, IFEval, MATH, MGSM (and GPQA here, as the paper says).
 STANDARD = QualityFilter(
     "standard", min_chars=3, min_alnum=2, diversity_min_len=10, min_distinct=3, max_run=5, require_alpha_word=True
 )
-#: REFERENCE.md 12.2 -- SimpleQA's lenient filter for short first-line answers ("1945" is fine).
+#: SimpleQA's lenient filter for short first-line answers ("1945" is fine).
 SIMPLEQA = QualityFilter(
     "simpleqa", min_chars=1, min_alnum=1, diversity_min_len=3, min_distinct=2, max_run=10, require_alpha_word=False
 )
 
 
 def is_meaningful(response: str | None) -> bool:
-    """The standard filter (REFERENCE.md 12.1)."""
+    """The standard filter."""
     return STANDARD.is_meaningful(response)
 
 
 def is_meaningful_simpleqa(response: str | None) -> bool:
-    """SimpleQA's lenient filter (REFERENCE.md 12.2)."""
+    """SimpleQA's lenient filter."""
     return SIMPLEQA.is_meaningful(response)

@@ -1,8 +1,8 @@
-"""SimpleQA protocol (REFERENCE.md section 9): direct-answer prompt, first line, word containment.
+"""SimpleQA protocol (docs/protocols.md, "achilles_simpleqa"): direct-answer prompt, first line, word containment.
 
 There is no LLM grader (the paper uses none): ``contains_answer`` means "shares at least one word
 with the gold answer" (stop words included, as in the paper's code) and ``exact_match`` compares
-normalised strings. Rates are over **all** responses (DESIGN.md section 4): a meaningless first line
+normalised strings. Rates are over **all** responses (a deliberate difference from the authors' code, see docs/protocols.md): a meaningless first line
 (SimpleQA's lenient filter) scores 0. The reference code divided by the number of meaningful
 responses only; ``contains_answer_meaningful`` reproduces that number for comparison.
 """

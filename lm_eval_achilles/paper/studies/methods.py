@@ -124,8 +124,8 @@ def run(ctx: StudyContext) -> StudyResult:
             "random: pool = every output channel of the candidate modules, one seed per trial "
             f"({ctx.seed}, {ctx.seed}+1, ...); mean ± sample sd of PPL over {ctx.trials} trials.",
             "activation ranks |activation| (the paper's wording); activation_signed ranks the signed value as the "
-            "authors' script does (REFERENCE.md 13.2).",
-            "gradient: |d mean-NLL / d output| with every module's own gradient (REFERENCE.md 13.3 explains why "
+            "authors' script does (docs/method.md, Rankers).",
+            "gradient: |d mean-NLL / d output| with every module's own gradient (docs/method.md, Rankers, explains why "
             "the authors' version gives only o_proj/down_proj, all layers the same value).",
             "keystone: this project's reading of the keystone-neurons abstract (min over capability types of the "
             "mean |activation|).",
