@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,10 +34,10 @@ def signed(x: Any) -> str:
 
 def markdown_table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:
     """A GitHub markdown table. ``align`` holds one of ``"l"``/``"r"`` per column (default left);
-    ``|`` inside a cell is escaped."""
+    a ``|`` inside a cell is escaped (one that is already escaped, as by :func:`code_cell`, is kept)."""
 
     def cell(x: Any) -> str:
-        return str(x).replace("|", "\\|")
+        return re.sub(r"(?<!\\)\|", r"\\|", str(x))
 
     rule = ["--:" if a == "r" else "---" for a in (align or ["l"] * len(columns))]
     lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join(rule) + "|"]

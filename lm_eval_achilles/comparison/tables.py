@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lm_eval_achilles import formatting
 from lm_eval_achilles.formatting import fmt, signed
 from lm_eval_achilles.jsonio import write_text_atomic
 
@@ -36,18 +37,25 @@ def _arrow(hib: Any) -> str:
 
 
 def markdown_table(comparison: dict[str, Any]) -> str:
-    lines = [
-        "| task | metric | n | original | masked | masked − original | test | result |",
-        "|---|---|--:|--:|--:|--:|---|---|",
-    ]
+    """The comparison as one markdown table, a row per task, metric and filter."""
+    rows = []
     for r in comparison["rows"]:
         label = r["metric"] if r["filter"] == "none" else f"{r['metric']} ({r['filter']})"
         name, result = format_test(r)
-        lines.append(
-            f"| {r['task']} | {label}{_arrow(r['higher_is_better'])} | {r['n']} | {fmt(r['original'])} | "
-            f"{fmt(r['masked'])} | {signed(r['difference'])} | {name} | {result} |"
+        rows.append(
+            (
+                r["task"],
+                label + _arrow(r["higher_is_better"]),
+                r["n"],
+                fmt(r["original"]),
+                fmt(r["masked"]),
+                signed(r["difference"]),
+                name,
+                result,
+            )
         )
-    return "\n".join(lines)
+    columns = ("task", "metric", "n", "original", "masked", "masked − original", "test", "result")
+    return formatting.markdown_table(columns, rows, align="llrrrrll")
 
 
 def text_table(comparison: dict[str, Any]) -> str:

@@ -192,7 +192,7 @@ def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
             lines += [f"![{key}]({rel(result.report[key])})", ""]
     resp = rep.get("responses", {}).get("rows", [])
     if resp:
-        lines += ["| question | original | masked |", "|---|---|---|"]
-        lines += [f"| {r['question']} | {code_cell(r['original'], 80)} | {code_cell(r['masked'], 80)} |" for r in resp]
+        rows = [(r["question"], code_cell(r["original"], 80), code_cell(r["masked"], 80)) for r in resp]
+        lines += [markdown_table(("question", "original", "masked"), rows)]
         lines.append("")
     return write_text_atomic(out / "demo.md", "\n".join(lines))

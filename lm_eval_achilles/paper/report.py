@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.formatting import code_cell, fmt
+from lm_eval_achilles.formatting import code_cell, fmt, markdown_table
 from lm_eval_achilles.jsonio import write_text_atomic
 from lm_eval_achilles.locator.mask_file import MaskFile, Neuron, distinct
 
@@ -304,9 +304,8 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
         )
     else:
         lines.append(f"**No critical set found** ({c.stopping_reason}); best Δ = {c.delta:.2f}.")
-    lines += ["", "| # | module | layer | channel |", "|--:|---|--:|--:|"]
-    for i, n in enumerate(mask.neurons, 1):
-        lines.append(f"| {i} | `{n.module}` | {layer_of(n.module)} | {n.channel} |")
+    rows = [(i, f"`{n.module}`", layer_of(n.module), n.channel) for i, n in enumerate(mask.neurons, 1)]
+    lines += ["", markdown_table(("#", "module", "layer", "channel"), rows, align="rlrr")]
     lines += [
         "",
         "## Phase transition and where the critical neurons are (the paper's Figure 2)",
@@ -329,14 +328,14 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
             "",
             f"![answer token]({paths['answer_token'].name})",
             "",
-            "| neurons masked | added neuron | P(answer) | rank | top tokens |",
-            "|--:|---|--:|--:|---|",
         ]
+        rows = []
         for s in f1["steps"]:
             added = "—" if s["neuron"] is None else f"`{s['neuron'][0]}` ch {s['neuron'][1]}"
             top = ", ".join(f"{code_cell(t, 20)} {p:.3f}" for t, p in s["top"][:4])
-            lines.append(f"| {s['n']} | {added} | {s['prob']:.3g} | {s['rank']} | {top} |")
-        lines.append("")
+            rows.append((s["n"], added, f"{s['prob']:.3g}", s["rank"], top))
+        columns = ("neurons masked", "added neuron", "P(answer)", "rank", "top tokens")
+        lines += [markdown_table(columns, rows, align="rlrrl"), ""]
     if data.get("responses", {}).get("rows"):
         r = data["responses"]
         lines += [
@@ -345,10 +344,7 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
             "",
             f"Greedy decoding, chat template, at most {r['max_new_tokens']} new tokens.",
             "",
-            "| question | original response | masked response |",
-            "|---|---|---|",
         ]
-        for row in r["rows"]:
-            lines.append(f"| {row['question']} | {code_cell(row['original'])} | {code_cell(row['masked'])} |")
-        lines.append("")
+        rows = [(row["question"], code_cell(row["original"]), code_cell(row["masked"])) for row in r["rows"]]
+        lines += [markdown_table(("question", "original response", "masked response"), rows), ""]
     return "\n".join(lines)

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.formatting import markdown_table
+from lm_eval_achilles.jsonio import write_text_atomic
 
 #: In the order ``all`` runs them (the long locate sweeps last; rankings and the critical set are shared).
 STUDIES = ["methods", "components", "threshold", "subsets", "scaling", "precision", "probes", "sensitivity"]
@@ -39,9 +41,9 @@ def write_index(ctx, names, seconds: dict[str, float] | None = None) -> Path:
     lines = ["# Studies", "", f"Model: {ctx.loaded.display_name}", ""]
     if ctx.command:
         lines += ["Command:", "", "```", ctx.command, "```", ""]
-    lines += ["| study | what | outputs |", "|---|---|---|"]
+    rows = []
     for n in names:
         t = f" ({seconds[n]:.0f} s)" if seconds and n in seconds else ""
-        lines.append(f"| [{n}]({n}/README.md) | {get_study(n).TITLE}{t} | {n}/README.md, {n}/{n}.json, plot |")
-    (out / "README.md").write_text("\n".join(lines) + "\n")
-    return out / "README.md"
+        rows.append((f"[{n}]({n}/README.md)", get_study(n).TITLE + t, f"{n}/README.md, {n}/{n}.json, plot"))
+    lines.append(markdown_table(("study", "what", "outputs"), rows))
+    return write_text_atomic(out / "README.md", "\n".join(lines) + "\n")
