@@ -219,3 +219,15 @@ def test_parse_spec_with_filter():
     assert (s.task, s.metric, s.filter, s.value) == ("achilles_mgsm_en", "exact_match", "strict", 0.25)
     with pytest.raises(AchillesError):
         parse_spec("acc=0.1", "--min-masked-score")
+
+
+def test_infinite_degradation_counts_as_degradation(tmp_path, capsys):
+    """A masked perplexity of inf (stored as the string "inf") is an infinitely large degradation."""
+    path = make_comparison(tmp_path / "comparison.json")
+    data = json.loads(path.read_text())
+    data["rows"][-1]["masked"] = "inf"
+    path.write_text(json.dumps(data))
+    code, out = run([path, "--max-drop", "achilles_wikitext:token_perplexity=3"], capsys)
+    assert code == 1 and "(is +inf orders of magnitude)" in out
+    code, out = run([path, "--min-drop", "achilles_wikitext:token_perplexity=3"], capsys)
+    assert code == 0

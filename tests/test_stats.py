@@ -116,3 +116,32 @@ def test_bootstrap_rejects_bad_input():
         paired_bootstrap([], [])
     with pytest.raises(AchillesError):
         paired_bootstrap([1, 2], [1, 2], level=1.5)
+
+
+def test_bootstrap_infinite_difference_is_reported_not_dropped():
+    """One infinite masked score among ten: the replicates that draw it are infinite. Dropping them
+    (as before) gave CI [0, 0] and p = 1, i.e. "no change"."""
+    t = paired_bootstrap([1.0] * 10, [1.0] * 9 + [math.inf], iters=2000, seed=0)
+    assert t.extra["difference"] == math.inf
+    assert t.ci_high == math.inf and t.ci_low == 0.0
+    # P(doc 9 never drawn in 10 draws) = 0.9**10 = 0.35: about 35 % of replicates are 0, 65 % infinite
+    assert t.p_value == pytest.approx(2 * 0.9**10, abs=0.05)
+    assert "bootstrap replicates are infinite" in t.note
+
+
+def test_bootstrap_nan_gives_no_interval_and_says_why():
+    t = paired_bootstrap([1.0] * 10, [1.0] * 9 + [math.nan], iters=500, seed=0)
+    assert t.p_value is None and t.ci_low is None and t.ci_high is None
+    assert math.isnan(t.extra["difference"])
+    assert "NaN" in t.note
+
+
+def test_bootstrap_custom_statistic_keeps_infinite_replicates():
+    ll_o = np.array([-10.0, -12.0, -11.0, -9.0])
+    ll_m = np.array([-10.0, -math.inf, -11.0, -9.0])
+
+    def stat(idx, which):
+        return -(ll_m if which else ll_o)[idx].mean()
+
+    t = paired_bootstrap(list(range(4)), list(range(4)), iters=500, seed=1, statistic=stat)
+    assert t.extra["difference"] == math.inf and t.ci_high == math.inf and t.p_value is not None

@@ -206,6 +206,56 @@ def _pair_statistic(aggregation: str | None):
     return lambda s, w: s / w if w else float("nan")  # weighted mean (micro average)
 
 
+def _numbers(value: Any) -> list[float]:
+    """The numbers inside one document's value (a number, a pair, a list); [] for anything else."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for x in items:
+        try:
+            out.append(float(x))
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def nonfinite_docs(pm: PairedMetric) -> dict[str, list[Any]]:
+    """Doc ids whose value is NaN (in either run) or infinite (and not NaN), for one paired metric."""
+    found: dict[str, list[Any]] = {"nan": [], "inf": []}
+    for doc_id, o, m in zip(pm.doc_ids, pm.original, pm.masked):
+        values = _numbers(o) + _numbers(m)
+        if any(math.isnan(v) for v in values):
+            found["nan"].append(doc_id)
+        elif any(math.isinf(v) for v in values):
+            found["inf"].append(doc_id)
+    return found
+
+
+def _nonfinite_warnings(pm: PairedMetric, row: Row) -> list[str]:
+    """Name the documents with non-finite scores (they are kept, never dropped) and record them in the
+    row's test (``nan_docs``, ``inf_docs``)."""
+    found = nonfinite_docs(pm)
+    out = []
+    where = f"task {pm.task}, {pm.metric}" + ("" if pm.filter == "none" else f" ({pm.filter})")
+    if found["nan"]:
+        row.test.extra["nan_docs"] = found["nan"]
+        out.append(
+            f"{where}: {len(found['nan'])} document(s) scored NaN (doc_id {_doc_list(found['nan'])}); "
+            "they are kept, so the aggregate and its test are NaN"
+        )
+    if found["inf"]:
+        row.test.extra["inf_docs"] = found["inf"]
+        out.append(
+            f"{where}: {len(found['inf'])} document(s) scored an infinite value (doc_id {_doc_list(found['inf'])}); "
+            "they are kept, so the difference is infinite (NaN where both runs are infinite)"
+        )
+    return out
+
+
+def _doc_list(ids: Sequence[Any], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
 #: Settings that must be the same in both runs for the comparison to be fair (checked, then warned).
 _SAME_SETTINGS = (
     "limit",
@@ -260,6 +310,7 @@ def compare_runs(
                 seed=seed,
                 level=level,
             )
+            warnings += _nonfinite_warnings(pm, row)
             row.original_stderr = _reported(original, task, pm.metric, pm.filter, stderr=True)
             row.masked_stderr = _reported(masked, task, pm.metric, pm.filter, stderr=True)
             rows.append(row)

@@ -116,6 +116,13 @@ def paired_bootstrap(
     if n == 0:
         raise AchillesError("no paired documents to bootstrap")
     rng = np.random.default_rng(seed)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN on purpose (see _percentile_test)
+        diffs, observed = _replicates(original, masked, n, iters, rng, statistic)
+    return _percentile_test(diffs, observed, n, iters, seed, level)
+
+
+def _replicates(original, masked, n: int, iters: int, rng, statistic) -> tuple[np.ndarray, float]:
+    """``iters`` bootstrap replicates of the difference, and the observed difference."""
     if statistic is None:
         a = _as_array(original, "original")
         m = _as_array(masked, "masked")
@@ -134,31 +141,29 @@ def paired_bootstrap(
         for i in range(iters):
             idx = rng.integers(0, n, size=n)
             diffs[i] = statistic(idx, 1) - statistic(idx, 0)
-    finite = diffs[np.isfinite(diffs)]
-    if finite.size == 0:
+    return diffs, observed
+
+
+def _percentile_test(diffs: np.ndarray, observed: float, n: int, iters: int, seed: int, level: float) -> PairedTest:
+    """The percentile interval and two-sided p-value of bootstrap replicates ``diffs``.
+
+    Non-finite values are never dropped (dropping them turned one infinite perplexity into "no change",
+    CI [0, 0], p = 1): an infinite replicate counts as an infinitely large difference, so the interval
+    reaches inf and the p-value reflects how often the infinite document was drawn; any NaN replicate
+    (a NaN document, or inf - inf) means there is no interval at all, and the note says so."""
+    base = dict(name="paired-bootstrap", n=n, iters=iters, seed=seed, level=level, extra={"difference": observed})
+    nan = int(np.isnan(diffs).sum())
+    if nan or math.isnan(observed):
         return PairedTest(
-            name="paired-bootstrap",
-            n=n,
-            iters=iters,
-            seed=seed,
-            level=level,
-            note="no finite bootstrap replicate",
-            extra={"difference": observed},
+            **base, note=f"no interval: the difference is NaN ({nan} of {iters} bootstrap replicates are NaN)"
         )
     alpha = 1.0 - level
-    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    p = 2.0 * min(float(np.mean(finite <= 0)), float(np.mean(finite >= 0)))
-    return PairedTest(
-        name="paired-bootstrap",
-        n=n,
-        p_value=min(1.0, p),
-        ci_low=float(lo),
-        ci_high=float(hi),
-        level=level,
-        iters=iters,
-        seed=seed,
-        extra={"difference": observed},
-    )
+    finite = bool(np.isfinite(diffs).all())
+    # without interpolation when a replicate is infinite (interpolating between inf and a number gives nan)
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2], method="linear" if finite else "inverted_cdf")
+    p = 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0)))
+    note = "" if finite else f"{int((~np.isfinite(diffs)).sum())} of {iters} bootstrap replicates are infinite"
+    return PairedTest(**base, p_value=min(1.0, p), ci_low=float(lo), ci_high=float(hi), note=note)
 
 
 def _as_array(values: Sequence[Any], what: str) -> np.ndarray:

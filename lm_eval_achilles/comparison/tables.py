@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles import formatting
 from lm_eval_achilles.formatting import fmt, signed
-from lm_eval_achilles.jsonio import write_text_atomic
+from lm_eval_achilles.jsonio import write_json_atomic, write_text_atomic
 
 
 def format_test(row: dict[str, Any]) -> tuple[str, str]:
@@ -145,8 +144,8 @@ def write_comparison(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "comparison.json", "md": out / "comparison.md"}
-    # json.dumps writes inf/nan as Infinity/NaN, which json.loads (and `achilles check`) read back as floats
-    write_text_atomic(paths["json"], json.dumps(comparison, indent=1, ensure_ascii=False) + "\n")
+    # standard JSON: inf/nan as the strings "inf"/"nan" (jsonio), which `achilles check` reads back as floats
+    write_json_atomic(paths["json"], comparison)
     if plot and comparison["rows"]:
         from lm_eval_achilles.comparison.plots import comparison_bars
 
