@@ -11,40 +11,36 @@ manager around each model call and generation, like lm-eval's own ``steered`` mo
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.harness.model_args import MaskingSpec
+from lm_eval_achilles.harness.model_args import SPEC_ARGS, MaskingSpec, check_arg_names
 from lm_eval_achilles.locator.masking import fold, masked
+from lm_eval_achilles.models.embedded import EMBEDDED_NAME, is_embedded
 from lm_eval_achilles.models.loading import LoadedModel, default_device, resolve_pretrained
 
-_SPEC_ARGS = (
-    "mask",
-    "top_n",
-    "scale",
-    "apply",
-    "locate",
-    "locate_text",
-    "locate_alpha",
-    "locate_samples",
-    "locate_epsilon",
-    "locate_seed",
-    "allow_fingerprint_mismatch",
-)
+#: The arguments HFLM itself accepts (everything else goes on to transformers' from_pretrained).
+_HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters)
 
 
 @register_model("achilles_masked")
 class AchillesMaskedLM(HFLM):
     def __init__(self, pretrained=None, device: str | None = None, **kwargs):
-        spec = MaskingSpec.from_args(**{k: kwargs.pop(k) for k in _SPEC_ARGS if k in kwargs})
+        # every argument of ours is checked before the model is loaded
+        check_arg_names(kwargs, passthrough=_HFLM_ARGS)
+        spec = MaskingSpec.from_args(**{k: kwargs.pop(k) for k in SPEC_ARGS if k in kwargs})
         if pretrained is None or isinstance(pretrained, str):
+            name = EMBEDDED_NAME if is_embedded(pretrained) else pretrained  # as mask files name it
             pretrained = resolve_pretrained(pretrained)
+        else:  # an already-built transformers model
+            name = getattr(pretrained, "name_or_path", None) or type(pretrained).__name__
         super().__init__(pretrained=pretrained, device=device or default_device(), **kwargs)
         self.achilles_spec = spec
-        loaded = LoadedModel(self.model, self.tokenizer, str(pretrained), str(pretrained))
+        loaded = LoadedModel(self.model, self.tokenizer, name, name)
         self.achilles_neurons = spec.resolve(loaded)
         self.achilles_condition = spec.condition_key(self.achilles_neurons)
         if spec.apply == "fold" and self.achilles_neurons:

@@ -14,28 +14,35 @@ from lm_eval_achilles import defaults
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
 from lm_eval_achilles.locator.mask_file import MaskFile, Neuron, distinct, load_mask
+from lm_eval_achilles.validate import as_bool, as_float, as_int, as_text
 
 APPLY_MODES = ("hooks", "fold")
 
+#: The locator arguments of ``locate=true`` and their defaults (the paper's).
+LOCATE_DEFAULTS = {
+    "locate_text": defaults.PROBE_TEXT,
+    "locate_alpha": defaults.ALPHA,
+    "locate_samples": defaults.SAMPLES,
+    "locate_epsilon": defaults.EPSILON,
+    "locate_seed": defaults.SEED,
+}
+#: Every model argument this package adds to HFLM's.
+SPEC_ARGS = ("mask", "top_n", "scale", "apply", "locate", *LOCATE_DEFAULTS, "allow_fingerprint_mismatch")
 
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-        return value.lower() in ("true", "1", "yes")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise AchillesError(f"{name} must be true or false, got {value!r}")
 
+def check_arg_names(names, passthrough=()) -> None:
+    """Refuse a model argument that looks like one of ours but is not (``locate_sample``, ``topn``,
+    ``mask_file``): HFLM would hand it to transformers, which ignores it, so the setting would be lost
+    without a word. ``passthrough`` are the names the wrapped model accepts itself."""
+    import difflib
 
-def _as_number(value: Any, name: str, kind=float):
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise AchillesError(f"{name} must be a {kind.__name__}, got {value!r}") from None
-    if kind is int and float(value) != out:
-        raise AchillesError(f"{name} must be an integer, got {value!r}")
-    return out
+    for name in names:
+        if name in SPEC_ARGS or name in passthrough:
+            continue
+        close = difflib.get_close_matches(name, SPEC_ARGS, n=1, cutoff=0.75)
+        if close or name.startswith("locate"):
+            hint = f"; did you mean {close[0]}?" if close else f"; choose one of {', '.join(LOCATE_DEFAULTS)}"
+            raise AchillesError(f"unknown model argument {name!r}{hint}")
 
 
 @dataclass
@@ -58,37 +65,52 @@ class MaskingSpec:
         apply="hooks",
         locate=False,
         locate_text=None,
-        locate_alpha=defaults.ALPHA,
-        locate_samples=defaults.SAMPLES,
-        locate_epsilon=defaults.EPSILON,
-        locate_seed=defaults.SEED,
+        locate_alpha=None,
+        locate_samples=None,
+        locate_epsilon=None,
+        locate_seed=None,
         allow_fingerprint_mismatch=False,
     ) -> MaskingSpec:
-        """Parse and check everything that can be checked without the model (fail before evaluating)."""
+        """Parse and check everything that can be checked without the model (fail before loading it).
+
+        Every value is checked, whatever else is given: an empty ``mask=`` (an unset shell variable), a
+        non-finite ``scale``, ``locate_samples=0`` or a ``locate_*`` value without ``locate=true`` is an
+        error, never a silent fallback to the unmasked model or to the defaults."""
         apply = str(apply)
         if apply not in APPLY_MODES:
             raise AchillesError(f"unknown apply={apply!r}; choose hooks or fold")
-        locate = _as_bool(locate, "locate")
+        locate = as_bool(locate, "locate")
+        if mask is not None:
+            mask = as_text(mask if isinstance(mask, str) else str(mask), "mask")
         if mask and locate:
             raise AchillesError("give either mask=PATH or locate=true, not both")
-        top_n = None if top_n is None else _as_number(top_n, "top_n", int)
-        if top_n is not None and top_n < 0:
-            raise AchillesError(f"top_n must be >= 0, got {top_n}")
+        top_n = None if top_n is None else as_int(top_n, "top_n", minimum=0)
         if top_n not in (None, 0) and not mask and not locate:
             raise AchillesError(f"top_n={top_n} needs a ranking: pass mask=PATH or locate=true")
+        given = {
+            "locate_text": locate_text,
+            "locate_alpha": locate_alpha,
+            "locate_samples": locate_samples,
+            "locate_epsilon": locate_epsilon,
+            "locate_seed": locate_seed,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        if given and not locate:
+            raise AchillesError(f"{', '.join(given)} only apply with locate=true")
+        params = {**LOCATE_DEFAULTS, **given}
         spec = cls(
-            mask_path=str(mask) if mask else None,
+            mask_path=mask or None,
             top_n=top_n,
-            scale=_as_number(scale, "scale"),
+            scale=as_float(scale, "scale"),
             apply=apply,
             locate=locate,
-            allow_fingerprint_mismatch=_as_bool(allow_fingerprint_mismatch, "allow_fingerprint_mismatch"),
+            allow_fingerprint_mismatch=as_bool(allow_fingerprint_mismatch, "allow_fingerprint_mismatch"),
             locate_params={
-                "text": locate_text if locate_text else defaults.PROBE_TEXT,
-                "alpha": _as_number(locate_alpha, "locate_alpha"),
-                "samples": _as_number(locate_samples, "locate_samples", int),
-                "epsilon": _as_number(locate_epsilon, "locate_epsilon"),
-                "seed": _as_number(locate_seed, "locate_seed", int),
+                "text": as_text(params["locate_text"], "locate_text"),
+                "alpha": as_float(params["locate_alpha"], "locate_alpha", positive=True),
+                "samples": as_int(params["locate_samples"], "locate_samples", minimum=1),
+                "epsilon": as_float(params["locate_epsilon"], "locate_epsilon", positive=True),
+                "seed": as_int(params["locate_seed"], "locate_seed", minimum=0),
             },
         )
         if spec.mask_path:
@@ -102,19 +124,35 @@ class MaskingSpec:
 
     def resolve(self, loaded) -> list[Neuron]:
         """The neurons to mask on this model (runs or reuses the locator if ``locate=true``)."""
-        from lm_eval_achilles.locator.mask_file import check_fingerprint
         from lm_eval_achilles.locator.masking import validate_neurons
-        from lm_eval_achilles.models.loading import fingerprint
+        from lm_eval_achilles.models.loading import weights_digest
 
         if self.unmasked:
             return []
         if self.locate:
             self.mask_file, self.mask_path = locate_cached(loaded, self.locate_params)
-        check_fingerprint(self.mask_file, fingerprint(loaded.model), self.allow_fingerprint_mismatch)
+        neurons = self._selected(loaded.model, weights_digest(loaded.model))
+        validate_neurons(loaded.model, neurons)
+        return neurons
+
+    def precheck(self, skeleton) -> None:
+        """What :meth:`resolve` checks, on a weightless copy of the model (``models.loading.load_skeleton``):
+        fingerprint, module names, and channel ranges where a module declares its output size. Lets a
+        command refuse a mask made for another model before hours of evaluation, not after."""
+        from lm_eval_achilles.locator.masking import validate_declared
+
+        if self.unmasked or self.locate:
+            return
+        validate_declared(skeleton, self._selected(skeleton))
+
+    def _selected(self, model, weights: str | None = None) -> list[Neuron]:
+        from lm_eval_achilles.locator.mask_file import check_fingerprint
+        from lm_eval_achilles.models.loading import fingerprint
+
+        check_fingerprint(self.mask_file, fingerprint(model), self.allow_fingerprint_mismatch, weights)
         neurons = distinct(self.mask_file.select(self.top_n))
         if not neurons:
             raise AchillesError(f"the mask {self.mask_path} selects no neurons (empty critical set); pass top_n=K")
-        validate_neurons(loaded.model, neurons)
         return neurons
 
     def provenance(self, neurons: list[Neuron]) -> dict[str, Any]:
@@ -144,23 +182,41 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def locate_cache_path(loaded, params: dict[str, Any]) -> Path:
+    """Where ``locate=true`` keeps its result for this model: the key covers the model's name or path,
+    its architecture (``fingerprint``), its weights (``weights_digest``, a fixed sample of the values),
+    the loaded dtype and the locator parameters. Two checkpoints of one architecture (a base model and
+    its fine-tune) therefore never share an entry."""
+    from lm_eval_achilles.models.embedded import cache_dir
+    from lm_eval_achilles.models.loading import fingerprint, weights_digest
+
+    model = loaded.model
+    identity = [
+        str(loaded.name_or_path),
+        fingerprint(model),
+        weights_digest(model),
+        dtype_name(next(model.parameters()).dtype),
+        params,
+    ]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / "locate" / f"{key}.json"
+
+
 def locate_cached(loaded, params: dict[str, Any]) -> tuple[MaskFile, str]:
-    """Run the locator once per (model fingerprint, dtype, parameters); later calls read the cached mask."""
+    """Run the locator once per model (name, architecture, weights, dtype) and parameters; later calls
+    read the cached mask and say which model produced it."""
     from lm_eval_achilles.locator.locate import locate
     from lm_eval_achilles.locator.mask_file import save_mask
     from lm_eval_achilles.locator.rankers import RankerConfig
-    from lm_eval_achilles.models.embedded import cache_dir
-    from lm_eval_achilles.models.loading import fingerprint
 
-    dtype = dtype_name(next(loaded.model.parameters()).dtype)
-    key = hashlib.sha256(json.dumps([fingerprint(loaded.model), dtype, params], sort_keys=True).encode()).hexdigest()[
-        :20
-    ]
-    path = cache_dir() / "locate" / f"{key}.json"
+    path = locate_cache_path(loaded, params)
     if path.is_file():
-        print(f"[achilles] using cached locator result {path}")
-        return load_mask(path), str(path)
+        mask = load_mask(path)
+        made_by = f"{mask.model.name_or_path}, weights {mask.model.weights_digest or 'unknown'}"
+        print(f"[achilles] using cached locator result {path} (located on {made_by})")
+        return mask, str(path)
     print(f"[achilles] locating critical neurons (cached afterwards in {path})")
+    dtype = dtype_name(next(loaded.model.parameters()).dtype)
     mask = locate(
         loaded,
         text=params["text"],

@@ -49,7 +49,8 @@ class RankedNeuron:
 class ModelInfo:
     name_or_path: str
     architecture: str
-    fingerprint: str
+    fingerprint: str  # parameter names and shapes: the architecture (see models.loading.fingerprint)
+    weights_digest: str | None = None  # a sample of the weight values: the checkpoint (models.loading.weights_digest)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class MaskFile:
         crit["curve"] = [[int(n), json_safe(float(p))] for n, p in self.critical.curve]
         return {
             "format": self.format,
-            "model": asdict(self.model),
+            "model": {k: v for k, v in asdict(self.model).items() if v is not None},
             "locator": self.locator,
             "critical": crit,
             "neurons": [{"module": n.module, "channel": n.channel} for n in self.neurons],
@@ -144,6 +145,7 @@ def mask_from_json(data: Any, source: str = "mask") -> MaskFile:
         name_or_path=_need(m, "name_or_path", str, f"{source}: model"),
         architecture=_need(m, "architecture", str, f"{source}: model"),
         fingerprint=_need(m, "fingerprint", str, f"{source}: model"),
+        weights_digest=_need(m, "weights_digest", str, f"{source}: model") if m.get("weights_digest") else None,
     )
     locator = _need(data, "locator", dict, source)
     ranking = []
@@ -184,16 +186,30 @@ def load_mask(path: str | os.PathLike) -> MaskFile:
     return mask_from_json(data, str(path))
 
 
-def check_fingerprint(mask: MaskFile, model_fingerprint: str, allow_mismatch: bool = False) -> None:
-    """Refuse a mask made for another model; ``allow_mismatch`` turns the error into a warning."""
+def check_fingerprint(
+    mask: MaskFile, model_fingerprint: str, allow_mismatch: bool = False, weights_digest: str | None = None
+) -> None:
+    """Refuse a mask made for another architecture; ``allow_mismatch`` turns the error into a warning.
+
+    The fingerprint is architecture-level on purpose (docs/method.md, "Fingerprint"): a mask located on
+    a checkpoint applies to its fine-tunes, which share its critical neurons. When both sides know their
+    weights (``weights_digest``) and they differ, a warning says so, so it is never a silent surprise."""
+    import warnings
+
     if mask.model.fingerprint == model_fingerprint:
+        if weights_digest and mask.model.weights_digest and weights_digest != mask.model.weights_digest:
+            warnings.warn(
+                f"the mask was located on other weights of this architecture ({mask.model.name_or_path}, weights "
+                f"{mask.model.weights_digest}; these are {weights_digest}); applying it, since fine-tunes share "
+                "critical neurons (the fingerprint checks the architecture only)",
+                stacklevel=2,
+            )
         return
     msg = (
         f"mask was made for another model ({mask.model.name_or_path}, fingerprint {mask.model.fingerprint}); "
-        f"this model's fingerprint is {model_fingerprint}"
+        f"this model's fingerprint is {model_fingerprint} (the fingerprint covers parameter names and shapes, "
+        "i.e. the architecture: fine-tunes of one architecture share it and their masks)"
     )
     if not allow_mismatch:
-        raise AchillesError(msg + " (pass allow_mismatch / --allow-fingerprint-mismatch to override)")
-    import warnings
-
+        raise AchillesError(msg + "; pass allow_fingerprint_mismatch=true / --allow-fingerprint-mismatch to override")
     warnings.warn(msg + "; continuing because the mismatch was explicitly allowed", stacklevel=2)

@@ -36,6 +36,33 @@ def validate_neurons(
     return sizes
 
 
+def declared_output_size(module: nn.Module) -> int | None:
+    """A module's output width as its parameters declare it (Linear, transformers' Conv1D, Embedding,
+    norms with a per-channel weight), or None when only a forward pass can tell."""
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.Embedding):
+        return module.embedding_dim
+    if type(module).__name__ == "Conv1D" and isinstance(getattr(module, "nf", None), int):
+        return module.nf  # transformers' Conv1D (GPT-2): weight is (in, out)
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 1 and not list(module.children()):
+        return int(weight.shape[0])  # LayerNorm, RMSNorm and the like
+    return None
+
+
+def validate_declared(model: nn.Module, neurons: Sequence[Neuron]) -> None:
+    """:func:`validate_neurons` without a forward pass, for a weightless model (``load_skeleton``):
+    every module must exist, and every channel must fit where the module declares its output size."""
+    modules = resolve_modules(model, {n.module for n in neurons})
+    for n in neurons:
+        size = declared_output_size(modules[n.module])
+        if size is not None and not 0 <= n.channel < size:
+            raise AchillesError(
+                f"channel {n.channel} out of range for module {n.module!r} (output has {size} channels)"
+            )
+
+
 def group_channels(neurons: Iterable[Neuron]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
     for n in distinct(neurons):

@@ -85,10 +85,61 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, name_or_path=name, display_name=display)
 
 
+def load_skeleton(name_or_path: str | None = None, gguf_file: str | None = None, trust_remote_code: bool = False):
+    """The model's modules and parameter shapes without its weights (built on the meta device from the
+    config alone): enough for :func:`fingerprint`, module names and declared output sizes, so a command
+    can refuse a wrong mask or ``--modules`` before loading gigabytes. A bad name or path is an
+    :class:`AchillesError`; a model class that cannot be built on the meta device gives None (the
+    checks then happen after loading, as always)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_pretrained(name_or_path)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AchillesError(f"cannot load model {name_or_path!r}: {first}") from exc
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - an optional early check; loading the real model reports real errors
+        return None
+
+
 def fingerprint(model) -> str:
     """Hash of parameter names and shapes: identifies an architecture instance, not its weight values
-    (so a folded model keeps its fingerprint)."""
+    (so a folded model keeps its fingerprint, and a mask located on a checkpoint applies to its
+    fine-tunes; :func:`weights_digest` tells checkpoints apart)."""
     h = hashlib.sha256()
     for name, param in model.named_parameters():
         h.update(f"{name}:{tuple(param.shape)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+#: Values hashed per parameter by :func:`weights_digest`.
+WEIGHT_SAMPLES = 1024
+
+
+def weights_digest(model) -> str:
+    """Hash of a fixed, strided sample of every parameter's *values*: tells two checkpoints of one
+    architecture apart (a base model and its fine-tune, the embedded GGUF copy and the hub weights).
+
+    For each parameter in ``named_parameters()`` order: its name, shape and dtype, then
+    :data:`WEIGHT_SAMPLES` values taken at the flat indices 0, s, 2s, ... with
+    ``s = max(1, numel // WEIGHT_SAMPLES)``, as float32. A fine-tune moves almost every value, so the
+    sample sees it; the cost is one small gather per parameter, so it stays cheap on a 70B model.
+    Parameters offloaded to the meta device contribute their name and shape only."""
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            h.update(f"{name}:{tuple(param.shape)}:{param.dtype}\n".encode())
+            if param.device.type == "meta" or param.numel() == 0:
+                continue
+            flat = param.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // WEIGHT_SAMPLES)][:WEIGHT_SAMPLES]
+            h.update(sample.to(device="cpu", dtype=torch.float32).numpy().tobytes())
     return h.hexdigest()[:16]
