@@ -77,7 +77,7 @@ def test_unknown_module_and_channel_out_of_range(tmp_path, capsys, fingerprint):
 
 def test_locate_bad_input(tmp_path, capsys):
     out = str(tmp_path / "m.json")
-    assert "probe text is empty" in _error(capsys, ["locate", "--text", "   ", "--out", out, "--quiet"])
+    assert "--text: must not be empty" in _error(capsys, ["locate", "--text", "   ", "--out", out, "--quiet"])
     assert "no candidate module" in _error(capsys, ["locate", "--modules", "*nothing*", "--out", out, "--quiet"])
     assert "text file not found" in _error(capsys, ["locate", "--text-file", str(tmp_path / "x.txt"), "--out", out])
     assert "unknown method" in _error(capsys, ["locate", "--method", "telepathy", "--out", out, "--quiet"])
@@ -92,3 +92,73 @@ def test_locate_writes_mask_and_summary(tmp_path, capsys):
     assert "critical set:" in printed and "model.layers.11.mlp.down_proj" in printed
     doc = json.loads(out.read_text())
     assert doc["critical"]["delta"] >= 1.0 and doc["locator"]["samples"] == 20
+
+
+# ---------------------------------------------------------------- exit codes (docs/cli.md, "Exit codes")
+
+
+def test_exit_code_1_when_locate_finds_no_critical_set(tmp_path, capsys):
+    """0 = found, 1 = ran fine but no critical set within the step cap (mask still written), 2 = bad
+    input or crash: CI can tell a robust model from a broken run."""
+    out = tmp_path / "m.json"
+    argv = ["locate", "--samples", "2", "--modules", "model.layers.0.mlp.down_proj", "--ranking-size", "5"]
+    code = main([*argv, "--max-steps", "2", "--epsilon", "50", "--out", str(out), "--quiet"])
+    assert code == 1, capsys.readouterr()
+    doc = json.loads(out.read_text())
+    assert doc["critical"]["size"] == 0 and doc["neurons"] == [] and len(doc["ranking"]) == 5
+
+
+def test_exit_code_2_for_a_crash_with_its_traceback(monkeypatch, capsys):
+    import lm_eval_achilles.cli.check as check
+
+    def crash(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(check, "run", crash)
+    assert main(["check", "whatever.json"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1] == "achilles: error: crashed with RuntimeError: boom"
+
+
+def test_exit_codes_of_help_interrupt_and_no_command(monkeypatch, capsys):
+    import lm_eval_achilles.cli.check as check
+
+    assert main(["--help"]) == 0
+    assert main(["locate", "--help"]) == 0
+    assert main([]) == 2
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(check, "run", interrupted)
+    assert main(["check", "x.json"]) == 130
+    capsys.readouterr()
+
+
+def test_compare_overwrite_clears_an_earlier_run_before_evaluating(tmp_path, monkeypatch, embedded_path):
+    """--overwrite removes the earlier results *and* response caches (keyed by request alone, they would
+    serve the earlier model's answers), after every check and right before the first lm-eval run."""
+    import lm_eval
+
+    from lm_eval_achilles.models.loading import fingerprint, load_skeleton
+
+    class Started(BaseException):
+        pass
+
+    def started(*_a, **_k):
+        raise Started
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", started)
+    mask = tmp_path / "mask.json"
+    mask.write_text(json.dumps(_mask_doc(fingerprint(load_skeleton(None)), [("model.layers.11.mlp.down_proj", 507)])))
+    out = tmp_path / "cmp"
+    for rel in ("original/x/results_1.json", "cache/original_rank0.db", "masked/x/results_1.json"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("{}")
+    argv = ["compare", "--mask", str(mask), "--tasks", "achilles_mmlu_pro", "--out", str(out)]
+    assert main(argv) == 2  # refused: an earlier run is there
+    assert (out / "cache" / "original_rank0.db").is_file()
+    with pytest.raises(Started):
+        main([*argv, "--overwrite"])
+    assert not (out / "masked").exists() and not (out / "cache" / "original_rank0.db").exists()
+    assert not list((out / "original").rglob("results_*.json"))  # the original run had begun (its folder)

@@ -305,6 +305,34 @@ def test_cli_compares_two_existing_folders(two_runs, tmp_path, capsys):
     assert main(["compare", "--original", str(two_runs[0]), "--out", str(out)]) == 2
     assert "give both --original and --masked" in capsys.readouterr().err
     other = write_run(tmp_path / "short", {"qa": [_record(i, {"acc": 1}) for i in range(3)]})
-    assert main(["compare", "--original", str(two_runs[0]), "--masked", str(other), "--out", str(out)]) == 2
+    assert (
+        main(["compare", "--original", str(two_runs[0]), "--masked", str(other), "--out", str(out), "--overwrite"]) == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("achilles: error: task qa: the runs did not score the same documents")
+
+
+def test_nonfinite_documents_are_kept_named_and_counted(tmp_path):
+    """A NaN or an infinite per-document score is never dropped: the comparison names the documents,
+    the infinite difference is reported as such, and comparison.json stays standard JSON."""
+    inf_o = [_record(i, {"word_perplexity": 10.0}) for i in range(6)]
+    inf_m = [_record(i, {"word_perplexity": math.inf if i == 4 else 10.0}) for i in range(6)]
+    nan_o = [_record(i, {"word_perplexity": 10.0}) for i in range(6)]
+    nan_m = [_record(i, {"word_perplexity": math.nan if i in (1, 3) else 12.0}) for i in range(6)]
+    o = write_run(tmp_path / "o", {"ppl": inf_o, "ppl_nan": nan_o})
+    m = write_run(tmp_path / "m", {"ppl": inf_m, "ppl_nan": nan_m})
+    comp = compare_folders(o, m, iters=300)
+    rows = {r["task"]: r for r in comp["rows"]}
+    assert rows["ppl"]["difference"] == "inf" and rows["ppl"]["test"]["ci_high"] == "inf"
+    assert rows["ppl"]["test"]["extra"]["inf_docs"] == [4]
+    assert rows["ppl_nan"]["test"]["extra"]["nan_docs"] == [1, 3] and "p_value" not in rows["ppl_nan"]["test"]
+    warnings = "\n".join(comp["warnings"])
+    assert "task ppl, word_perplexity: 1 document(s) scored an infinite value (doc_id 4)" in warnings
+    assert "task ppl_nan, word_perplexity: 2 document(s) scored NaN (doc_id 1, 3)" in warnings
+
+    def refuse(token):
+        raise ValueError(f"not standard JSON: {token}")
+
+    written = write_comparison(comp, tmp_path / "out", plot=False)["json"].read_text()
+    data = json.loads(written, parse_constant=refuse)
+    assert data["rows"][0]["test"]["extra"]["difference"] == "inf"

@@ -5,8 +5,15 @@ and ``run(args) -> int``; heavy imports stay inside ``run`` so ``achilles --help
 sets ``PASS_THROUGH = True`` (``eval``) receives every argument after its name untouched in
 ``args.passthrough`` (its own ``--help`` too), so it can hand them to another program.
 
-Bad input (an :class:`~lm_eval_achilles.errors.AchillesError`) prints one line, ``achilles: error: ...``,
-and exits with 2.
+Exit codes, the same for every subcommand (docs/cli.md, "Exit codes"):
+
+- 0: the command did its job (``locate``: a critical set was found; ``check``: every rule holds);
+- 1: it ran fine but the answer is negative (``locate``: no critical set within the step cap;
+  ``check``: a rule is violated);
+- 2: bad input (an :class:`~lm_eval_achilles.errors.AchillesError`, a bad option value, a file that
+  cannot be read or written) - one line, ``achilles: error: ...``, nothing written - or a crash (any
+  other exception: its traceback, then that line);
+- 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -15,11 +22,24 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import traceback
 
 from lm_eval_achilles import __version__
 from lm_eval_achilles.errors import AchillesError
 
 _NOT_COMMANDS = {"common"}
+
+
+class UsageError(Exception):
+    """A command line argparse cannot parse (unknown option, bad value)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one ``achilles: error:`` line (as every other bad input),
+    not a usage block and a ``SystemExit`` from inside the parser."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
 def _command_modules():
@@ -29,7 +49,7 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="achilles",
         description="Locate the critical neurons of a causal LM and evaluate it with and without them.",
     )
@@ -52,22 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
-    if args._passthrough:
-        args.passthrough = extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
+        if args._passthrough:
+            args.passthrough = extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except UsageError as exc:
+        return _fail(str(exc))
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
     try:
         return int(args._run(args) or 0)
     except AchillesError as exc:
-        print(f"achilles: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except OSError as exc:  # a file that cannot be read or written, a full disk ...
+        detail = exc.strerror or str(exc) or type(exc).__name__
+        return _fail(f"{detail}: {exc.filename}" if exc.filename else detail)
     except KeyboardInterrupt:
         print("achilles: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a crash: keep the traceback for the bug report, exit 2
+        traceback.print_exc()
+        return _fail(f"crashed with {type(exc).__name__}: {exc}")
+
+
+def _fail(message: str) -> int:
+    print(f"achilles: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

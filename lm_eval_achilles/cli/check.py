@@ -22,9 +22,8 @@ def add_arguments(p):
         "max_baseline_ppl": "holds if the unmasked probe perplexity is <= X",
     }
     for name, (flag, kind, _) in MASK_RULES.items():
-        g.add_argument(
-            flag, dest=name, type=kind, action="append", metavar="N" if kind is int else "X", help=helps[name]
-        )
+        # checked (count >= 0 / finite number) by run_check, the one place the CLI and the API go through
+        g.add_argument(flag, dest=name, action="append", metavar="N" if kind is int else "X", help=helps[name])
     g = p.add_argument_group(
         "rules on a comparison (SPEC = TASK:METRIC=VALUE; TASK may be *; METRIC may be metric,filter)"
     )

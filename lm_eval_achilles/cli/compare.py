@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from lm_eval_achilles.cli.common import add_model_arguments
+from lm_eval_achilles.cli.common import (
+    add_model_arguments,
+    add_overwrite_argument,
+    finite_float,
+    lm_eval_batch_size,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 HELP = "evaluate the original and the masked model with identical settings and compare them per document"
 
@@ -19,33 +27,46 @@ def add_arguments(p):
         "(with --masked: compare these two runs, evaluate nothing)",
     )
     p.add_argument("--masked", default=None, help="existing lm-eval output folder of the masked model")
-    p.add_argument("--limit", type=float, default=None, help="documents per task (as lm_eval --limit)")
-    p.add_argument("--batch-size", default="1", help="lm-eval batch size (int or auto)")
+    p.add_argument("--limit", type=positive_float, default=None, help="documents per task (as lm_eval --limit)")
+    p.add_argument("--batch-size", type=lm_eval_batch_size, default=1, help="lm-eval batch size (int, auto or auto:N)")
     p.add_argument("--gen-kwargs", default=None, help="generation overrides for both runs, e.g. max_gen_toks=64")
-    p.add_argument("--num-fewshot", type=int, default=None)
-    p.add_argument("--seed", type=int, default=1234, help="lm-eval random/numpy/torch/fewshot seed and bootstrap seed")
+    p.add_argument("--num-fewshot", type=non_negative_int, default=None)
+    p.add_argument(
+        "--seed", type=non_negative_int, default=1234, help="lm-eval random/numpy/torch/fewshot seed and bootstrap seed"
+    )
     p.add_argument("--data-dir", default=None, help="offline data: read DIR/<name>.jsonl (sets --metadata data_dir)")
     p.add_argument("--metadata", default=None, help="JSON passed to lm-eval as --metadata")
     p.add_argument("--include-path", action="append", default=[], help="extra lm-eval task folder (repeatable)")
     p.add_argument(
-        "--top-n", type=int, default=None, help="mask the first K ranked neurons instead of the critical set"
+        "--top-n",
+        type=non_negative_int,
+        default=None,
+        help="mask the first K ranked neurons instead of the critical set",
     )
-    p.add_argument("--scale", type=float, default=None, help="masked channels are multiplied by this (default 0)")
+    p.add_argument(
+        "--scale", type=finite_float, default=None, help="masked channels are multiplied by this (default 0)"
+    )
     p.add_argument("--apply", default=None, choices=["hooks", "fold"], help="how the mask is applied")
     p.add_argument("--no-cache", action="store_true", help="do not keep lm-eval response caches under OUT/cache")
-    p.add_argument("--bootstrap-iters", type=int, default=10_000, help="paired bootstrap resamples")
+    p.add_argument("--bootstrap-iters", type=positive_int, default=10_000, help="paired bootstrap resamples")
     p.add_argument("--confirm-run-unsafe-code", action="store_true", help="passed to lm-eval")
+    add_overwrite_argument(p)
 
 
 def settings_from_args(args):
     import json
+    from pathlib import Path
 
     from lm_eval_achilles.comparison.conditions import RunSettings
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.models.loading import default_device
 
-    if not args.tasks:
-        raise AchillesError("--tasks is required unless --original and --masked are given")
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    if not tasks:
+        raise AchillesError(f"--tasks is required unless --original and --masked are given, got {args.tasks!r}")
+    for flag, folder in [("--data-dir", args.data_dir)] + [("--include-path", f) for f in args.include_path]:
+        if folder is not None and not Path(folder).is_dir():
+            raise AchillesError(f"{flag} {folder} is not a folder")
     metadata = {}
     if args.metadata:
         try:
@@ -56,16 +77,13 @@ def settings_from_args(args):
             raise AchillesError("--metadata must be a JSON object")
     if args.data_dir:
         metadata["data_dir"] = args.data_dir
-    limit = args.limit
+    limit = args.limit  # > 0 and finite (checked by argparse); a whole number >= 1 is a count, as in lm-eval
     if limit is not None:
-        if limit <= 0:
-            raise AchillesError(f"--limit must be > 0, got {limit}")
         limit = int(limit) if limit >= 1 and float(limit).is_integer() else limit
-    batch = args.batch_size if args.batch_size.startswith("auto") else int(args.batch_size)
     return RunSettings(
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        tasks=tasks,
         limit=limit,
-        batch_size=batch,
+        batch_size=args.batch_size,
         gen_kwargs=args.gen_kwargs,
         seed=args.seed,
         device=args.device or default_device(),
@@ -99,10 +117,11 @@ def base_model_args(args) -> dict:
 def run(args) -> int:
     from pathlib import Path
 
-    from lm_eval_achilles.comparison.conditions import run_conditions
+    from lm_eval_achilles.comparison.conditions import RESULT_FOLDERS, checked_task_manager, run_conditions
     from lm_eval_achilles.comparison.metrics import compare_folders
     from lm_eval_achilles.comparison.tables import text_table, write_comparison
     from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.validate import check_output
 
     out = Path(args.out)
     if bool(args.original) != bool(args.masked):
@@ -110,12 +129,21 @@ def run(args) -> int:
     if args.original:
         original, masked = args.original, args.masked
         tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+        check_output(out, results=["comparison.json"], overwrite=args.overwrite)
     else:
+        # every check before the first lm-eval run: settings, the mask against the model, the output folder
         settings = settings_from_args(args)
+        check_output(out, results=[*RESULT_FOLDERS, "comparison.json"], overwrite=args.overwrite)
         mask_path = args.mask
-        if mask_path is None:
+        if mask_path is not None:
+            check_mask_before_running(args)
+        else:
+            check_output(out / "mask.json", "file")
+            checked_task_manager(settings)  # an unknown task fails now, not after locating
             mask_path = locate_into(args, out / "mask.json")
-        original, masked = run_conditions(base_model_args(args), mask_path, settings, out, top_n=args.top_n)
+        original, masked = run_conditions(
+            base_model_args(args), mask_path, settings, out, top_n=args.top_n, overwrite=args.overwrite
+        )
         tasks = None
     comparison = compare_folders(original, masked, tasks=tasks, iters=args.bootstrap_iters, seed=args.seed)
     paths = write_comparison(comparison, out)
@@ -125,6 +153,21 @@ def run(args) -> int:
     for key, path in paths.items():
         print(f"{key:<6} {path}")
     return 0
+
+
+def check_mask_before_running(args) -> None:
+    """The mask file, ``--top-n``, ``--scale``, ``--apply`` and the mask against the model (fingerprint,
+    module names, channel ranges, from the model's config alone), so a mask made for another model is
+    refused before the original condition is evaluated, not after."""
+    from lm_eval_achilles.harness.model_args import MaskingSpec
+    from lm_eval_achilles.models.loading import load_skeleton
+
+    spec = MaskingSpec.from_args(
+        mask=args.mask, top_n=args.top_n, scale=0.0 if args.scale is None else args.scale, apply=args.apply or "hooks"
+    )
+    skeleton = load_skeleton(args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
+    if skeleton is not None:
+        spec.precheck(skeleton)
 
 
 def locate_into(args, path):

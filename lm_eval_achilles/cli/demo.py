@@ -9,20 +9,24 @@ HELP = (
 
 
 def add_arguments(p):
+    from lm_eval_achilles.cli.common import add_overwrite_argument, non_negative_int, positive_int
     from lm_eval_achilles.paper.demo import DEFAULT_TASKS, DemoConfig
 
     d = DemoConfig()
     p.add_argument("--out", default=str(d.out), help="output folder")
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="lm-eval tasks or groups")
-    p.add_argument("--limit", type=int, default=d.limit or 0, help="documents per task (0 = all)")
+    p.add_argument("--limit", type=non_negative_int, default=d.limit or 0, help="documents per task (0 = all)")
     p.add_argument(
         "--max-gen-toks",
-        type=int,
+        type=non_negative_int,
         default=d.max_gen_toks,
         help="cap on new tokens per answer, for speed (0 = the tasks' own 50/512)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help="lm-eval batch size (documents per forward/generate call)"
+        "--batch-size",
+        type=positive_int,
+        default=d.batch_size,
+        help="lm-eval batch size (documents per forward/generate call)",
     )
     p.add_argument(
         "--data-dir",
@@ -30,11 +34,16 @@ def add_arguments(p):
         help="folder of <name>.jsonl task documents (default: the sample documents shipped in the package)",
     )
     p.add_argument("--mask", default=None, help="reuse this mask file instead of locating")
-    p.add_argument("--samples", type=int, default=None, help="stage-1 noise samples K (default: the paper's 100)")
-    p.add_argument("--seed", type=int, default=d.seed, help="lm-eval and bootstrap seed")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="length of the before/after responses")
-    p.add_argument("--bootstrap-iters", type=int, default=d.bootstrap_iters)
+    p.add_argument(
+        "--samples", type=positive_int, default=None, help="stage-1 noise samples K (default: the paper's 100)"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="lm-eval and bootstrap seed")
+    p.add_argument(
+        "--max-new-tokens", type=positive_int, default=d.max_new_tokens, help="length of the before/after responses"
+    )
+    p.add_argument("--bootstrap-iters", type=positive_int, default=d.bootstrap_iters)
     p.add_argument("--quiet", action="store_true", help="no progress bars; lm-eval logs errors only")
+    add_overwrite_argument(p)
 
 
 def run(args) -> int:
@@ -43,21 +52,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from lm_eval_achilles.comparison.tables import text_table
-    from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.paper.demo import DemoConfig, run_demo
 
-    for name, value, low in (
-        ("--limit", args.limit, 0),
-        ("--max-gen-toks", args.max_gen_toks, 0),
-        ("--batch-size", args.batch_size, 1),
-        ("--max-new-tokens", args.max_new_tokens, 1),
-    ):
-        if value < low:
-            raise AchillesError(f"{name} must be >= {low}, got {value}")
-    if args.samples is not None and args.samples < 1:
-        raise AchillesError(f"--samples must be >= 1, got {args.samples}")
-    if args.mask and not Path(args.mask).is_file():
-        raise AchillesError(f"mask file not found: {args.mask}")
     logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
     cfg = DemoConfig(
         out=Path(args.out),
@@ -73,6 +69,7 @@ def run(args) -> int:
         bootstrap_iters=args.bootstrap_iters,
         progress=not args.quiet,
         command=" ".join(["achilles", *sys.argv[1:]]) if sys.argv[1:2] == ["demo"] else "achilles demo",
+        overwrite=args.overwrite,
     )
     result = run_demo(cfg)
     print()

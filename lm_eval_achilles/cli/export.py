@@ -3,7 +3,7 @@ Hugging Face checkpoint that any engine (transformers, vLLM with tensor parallel
 
 from __future__ import annotations
 
-from lm_eval_achilles.cli.common import add_model_arguments, load_from_args
+from lm_eval_achilles.cli.common import add_model_arguments, finite_float, load_from_args, non_negative_int
 
 HELP = "save the masked (folded) model as a normal Hugging Face checkpoint"
 
@@ -12,34 +12,36 @@ def add_arguments(p):
     add_model_arguments(p)
     p.add_argument("--mask", required=True, help="mask file (achilles-mask/1)")
     p.add_argument(
-        "--top-n", type=int, default=None, help="fold the first N ranked neurons instead of the critical set"
+        "--top-n",
+        type=non_negative_int,
+        default=None,
+        help="fold the first N ranked neurons instead of the critical set",
     )
-    p.add_argument("--scale", type=float, default=0.0, help="masked channels are multiplied by this (beta)")
+    p.add_argument("--scale", type=finite_float, default=0.0, help="masked channels are multiplied by this (beta)")
     p.add_argument("--allow-fingerprint-mismatch", action="store_true")
     p.add_argument("--out", required=True, help="output folder")
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
-
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.harness.model_args import MaskingSpec
+    from lm_eval_achilles.jsonio import write_json_atomic
     from lm_eval_achilles.locator.masking import fold
+    from lm_eval_achilles.validate import check_output
 
     spec = MaskingSpec.from_args(
         mask=args.mask, top_n=args.top_n, scale=args.scale, allow_fingerprint_mismatch=args.allow_fingerprint_mismatch
     )
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise AchillesError(f"output folder {out} exists and is not empty")
+    out = check_output(args.out)
+    if out.is_dir() and any(out.iterdir()):
+        raise AchillesError(f"--out {out} exists and is not empty; give a new or empty folder")
     loaded = load_from_args(args)
     neurons = spec.resolve(loaded)
     fold(loaded.model, neurons, spec.scale)
     loaded.model.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
     provenance = {"exported_from": loaded.name_or_path, **spec.provenance(neurons), "apply": "fold"}
-    (out / "achilles-export.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    write_json_atomic(out / "achilles-export.json", provenance)
     print(f"folded {len(neurons)} neuron(s) ({', '.join(sorted({n.module for n in neurons}))}) into the weights")
     print(f"wrote {out}  (load it with: lm_eval --model hf --model_args pretrained={out})")
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lm_eval_achilles.cli.common import add_model_arguments
+from lm_eval_achilles.cli.common import add_model_arguments, add_overwrite_argument, non_negative_int, positive_int
 
 HELP = "plot the phase transition, the layer x module distribution, the answer-token curve and before/after responses"
 
@@ -17,34 +17,37 @@ def add_arguments(p):
         help="only the mask-based Figure 2 (skip loading the model for Figure 1 and the responses)",
     )
     p.add_argument(
-        "--extra-steps", type=int, default=4, help="Figure 1 masks this many ranked neurons beyond the critical set"
+        "--extra-steps",
+        type=non_negative_int,
+        default=4,
+        help="Figure 1 masks this many ranked neurons beyond the critical set",
     )
-    p.add_argument("--max-new-tokens", type=int, default=32, help="length of the before/after responses")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, help="length of the before/after responses")
     p.add_argument(
         "--allow-fingerprint-mismatch", action="store_true", help="use a mask made for another model (warns)"
     )
+    add_overwrite_argument(p)
 
 
 def run(args) -> int:
-    from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.locator.mask_file import check_fingerprint, load_mask
     from lm_eval_achilles.paper.report import build_report
+    from lm_eval_achilles.validate import check_output
 
-    if args.extra_steps < 0:
-        raise AchillesError(f"--extra-steps must be >= 0, got {args.extra_steps}")
-    if args.max_new_tokens < 1:
-        raise AchillesError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     mask = load_mask(args.mask)
+    check_output(args.out, results=["report.json"], overwrite=args.overwrite)
     loaded = None
     name = None
     if not args.no_model:
         from lm_eval_achilles.cli.common import load_from_args
-        from lm_eval_achilles.models.loading import fingerprint
+        from lm_eval_achilles.models.loading import fingerprint, weights_digest
 
         if args.model is None and mask.model.name_or_path != "embedded":
             args.model = mask.model.name_or_path  # the model the mask was made for
         loaded = load_from_args(args)
-        check_fingerprint(mask, fingerprint(loaded.model), args.allow_fingerprint_mismatch)
+        check_fingerprint(
+            mask, fingerprint(loaded.model), args.allow_fingerprint_mismatch, weights_digest(loaded.model)
+        )
         name = loaded.display_name
     paths = build_report(
         mask,

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from lm_eval_achilles import defaults
-from lm_eval_achilles.cli.common import add_model_arguments, load_from_args
+from lm_eval_achilles.cli.common import (
+    add_model_arguments,
+    add_overwrite_argument,
+    check_modules_before_loading,
+    load_from_args,
+    non_negative_int,
+    nonempty_str,
+    positive_float,
+    positive_int,
+)
 
 HELP = "run a comparison/ablation study of the paper (methods, components, sensitivity, probes, threshold, subsets, precision, scaling, all)"
 
@@ -12,7 +21,12 @@ def add_arguments(p):
     p.add_argument("name", help="study name, several separated by commas, or 'all'")
     add_model_arguments(p)
     p.add_argument("--out", required=True, help="output folder (one sub-folder per study)")
-    p.add_argument("--text", default=None, help="probe text for ranking and the critical set (default: Bookends)")
+    p.add_argument(
+        "--text",
+        type=nonempty_str,
+        default=None,
+        help="probe text for ranking and the critical set (default: Bookends)",
+    )
     p.add_argument("--text-file", default=None, help="read the probe text from a file")
     p.add_argument(
         "--eval-file",
@@ -20,18 +34,22 @@ def add_arguments(p):
         help="evaluation texts: a .jsonl file with a 'text' field per line, or a text file with "
         "paragraphs separated by blank lines (default: built-in WikiText-style paragraphs)",
     )
-    p.add_argument("--alpha", type=float, default=defaults.ALPHA)
-    p.add_argument("--samples", type=int, default=defaults.SAMPLES)
-    p.add_argument("--seed", type=int, default=defaults.SEED)
-    p.add_argument("--epsilon", type=float, default=defaults.EPSILON)
+    p.add_argument("--alpha", type=positive_float, default=defaults.ALPHA)
+    p.add_argument("--samples", type=positive_int, default=defaults.SAMPLES)
+    p.add_argument("--seed", type=non_negative_int, default=defaults.SEED)
+    p.add_argument("--epsilon", type=positive_float, default=defaults.EPSILON)
     p.add_argument(
-        "--trials", type=int, default=10, help="random-masking trials (paper: 10 in Fig. 3, 100 in Tables 12-14)"
+        "--trials",
+        type=positive_int,
+        default=10,
+        help="random-masking trials (paper: 10 in Fig. 3, 100 in Tables 12-14)",
     )
-    p.add_argument("--max-steps", type=int, default=defaults.MAX_STEPS, help="stage-2 step cap")
+    p.add_argument("--max-steps", type=positive_int, default=defaults.MAX_STEPS, help="stage-2 step cap")
     p.add_argument("--modules", default=None, help="restrict candidate modules: globs or re:REGEX")
-    p.add_argument("--batch-size", type=int, default=8, help="masked sets per batched forward")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="masked sets per batched forward")
     p.add_argument("--quick", action="store_true", help="small sweeps (smoke test), not the paper's grids")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_overwrite_argument(p)
 
 
 def _eval_texts(path):
@@ -43,7 +61,10 @@ def _eval_texts(path):
     p = Path(path)
     if not p.is_file():
         raise AchillesError(f"evaluation file not found: {p}")
-    raw = p.read_text()
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AchillesError(f"evaluation file {p} is not UTF-8 text ({exc.reason})") from None
     if p.suffix == ".jsonl":
         try:
             texts = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
@@ -67,20 +88,24 @@ def run(args) -> int:
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.paper.studies import STUDIES, get_study, run_study, write_index
     from lm_eval_achilles.paper.studies.common import StudyContext
+    from lm_eval_achilles.validate import check_output
 
     names = STUDIES if args.name == "all" else [n.strip() for n in args.name.split(",") if n.strip()]
+    if not names:
+        raise AchillesError(f"no study named in {args.name!r}; choose one of {', '.join(STUDIES)} or all")
     for n in names:
         get_study(n)  # unknown name -> one-line error before loading the model
-    if args.samples < 1 or args.trials < 1 or args.max_steps < 1 or args.batch_size < 1:
-        raise AchillesError("--samples, --trials, --max-steps and --batch-size must be >= 1")
-    if args.epsilon <= 0:
-        raise AchillesError(f"--epsilon must be > 0, got {args.epsilon}")
+    # everything else that can be wrong is checked before the model is loaded, too
+    probe_text = read_text(args)
+    eval_texts = _eval_texts(args.eval_file) if args.eval_file else None
+    check_output(args.out, results=[f"{n}/{n}.json" for n in names], overwrite=args.overwrite)
+    check_modules_before_loading(args)
     loaded = load_from_args(args)
     ctx = StudyContext(
         loaded=loaded,
         out=Path(args.out),
         command="achilles " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        probe_text=read_text(args),
+        probe_text=probe_text,
         alpha=args.alpha,
         samples=args.samples,
         seed=args.seed,
@@ -92,8 +117,8 @@ def run(args) -> int:
         quick=args.quick,
         progress=not args.quiet,
     )
-    if args.eval_file:
-        ctx.eval_texts = _eval_texts(args.eval_file)
+    if eval_texts is not None:
+        ctx.eval_texts = eval_texts
     seconds = {}
     for n in names:
         start = time.perf_counter()

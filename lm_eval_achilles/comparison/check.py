@@ -46,6 +46,7 @@ from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.mask_file import MaskFile, mask_from_json
+from lm_eval_achilles.validate import as_float, as_int
 
 MASK_RULES = {
     "min_critical_size": ("--min-critical-size", int, "critical set size >= {v}"),
@@ -232,11 +233,18 @@ def _comparison_rule(name: str, spec: ScoreSpec, comparison: dict[str, Any]) -> 
 # --------------------------------------------------------------------------- running the gate
 
 
+def _threshold(name: str, value: Any) -> float:
+    """A mask rule's threshold: a count >= 0 or a finite number (``nan`` would make every rule fail
+    silently as "violated", ``inf`` hold trivially)."""
+    flag, kind, _ = MASK_RULES[name]
+    return as_int(value, flag, minimum=0) if kind is int else as_float(value, flag)
+
+
 def run_check(
     subjects: Sequence[Subject], mask_rules: dict[str, Sequence[float]], comparison_rules: dict[str, Sequence[str]]
 ) -> list[Outcome]:
     """Evaluate every rule on every input of its kind. Raises :class:`AchillesError` for bad input."""
-    mask_rules = {k: list(v) for k, v in mask_rules.items() if v}
+    mask_rules = {k: [_threshold(k, x) for x in v] for k, v in mask_rules.items() if v}
     comparison_rules = {k: list(v) for k, v in comparison_rules.items() if v}
     if not mask_rules and not comparison_rules:
         raise AchillesError("no rules given; see `achilles check --help` for the thresholds you can state")

@@ -64,6 +64,18 @@ def make_task_manager(settings: RunSettings, model_args: dict[str, Any] | None =
     return TaskManager(include_path=include or None, metadata=metadata or None)
 
 
+def checked_task_manager(settings: RunSettings, model_args: dict[str, Any] | None = None):
+    """:func:`make_task_manager`, refusing an empty task list or a task lm-eval does not know before
+    any model is loaded (lm-eval itself finds out only after loading the model)."""
+    if not settings.tasks:
+        raise AchillesError("no lm-eval task given")
+    tm = make_task_manager(settings, model_args)
+    unknown = [t for t in settings.tasks if t not in tm.all_tasks]
+    if unknown:
+        raise AchillesError(f"unknown lm-eval task(s) {', '.join(unknown)} (see: lm-eval ls tasks)")
+    return tm
+
+
 def run_condition(
     model: str,
     model_args: dict[str, Any],
@@ -114,6 +126,10 @@ def run_condition(
     return out_dir
 
 
+#: The folders of one comparison run inside its output folder (``cache`` holds the response caches).
+RESULT_FOLDERS = ("original", "masked", "cache")
+
+
 def run_conditions(
     base_model_args: dict[str, Any],
     mask_path: str | Path,
@@ -121,16 +137,29 @@ def run_conditions(
     out_dir: str | Path,
     model: str = "achilles_masked",
     top_n: int | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Evaluate the original and the masked model into ``out_dir/original`` and ``out_dir/masked``, each
-    with its own cache file under ``out_dir/cache``. Returns the two folders."""
+    with its own cache file under ``out_dir/cache``. Returns the two folders.
+
+    Results of an earlier run in ``out_dir`` are refused before anything runs, or removed first with
+    ``overwrite`` (the response caches too: they are keyed by request alone, so answers of an earlier
+    model would be served to this one)."""
+    import shutil
+
     out = Path(out_dir)
+    earlier = [out / name for name in RESULT_FOLDERS if (out / name).exists()]
+    if earlier and not overwrite:
+        raise AchillesError(
+            f"{out} already holds results of an earlier run ({', '.join(p.name for p in earlier)}); "
+            "choose a fresh output folder, remove them, or pass --overwrite (overwrite=True) to replace them"
+        )
+    tm = checked_task_manager(settings, model_args_for(base_model_args, mask_path, False, top_n))
+    for folder in earlier:
+        shutil.rmtree(folder)
     folders = []
     for name, is_masked in (("original", False), ("masked", True)):
-        folder = out / name
-        if folder.exists() and any(folder.rglob("results_*.json")):
-            raise AchillesError(f"{folder} already holds lm-eval results; choose a fresh --out folder")
         cache = out / "cache" / name if settings.use_cache else None
         args = model_args_for(base_model_args, mask_path, is_masked, top_n)
-        folders.append(run_condition(model, args, settings, folder, cache))
+        folders.append(run_condition(model, args, settings, out / name, cache, task_manager=None if is_masked else tm))
     return folders[0], folders[1]

@@ -16,7 +16,8 @@ from lm_eval_achilles.locator.mask_file import Critical, MaskFile, ModelInfo
 from lm_eval_achilles.locator.perplexity import encode
 from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
 from lm_eval_achilles.locator.search import SearchResult, greedy_search
-from lm_eval_achilles.models.loading import LoadedModel, fingerprint
+from lm_eval_achilles.models.loading import LoadedModel, fingerprint, weights_digest
+from lm_eval_achilles.validate import as_float, as_int, as_text
 
 
 def locate(
@@ -36,12 +37,7 @@ def locate(
     """Rank neurons with ``method`` on ``text`` (stage 1), then find the critical set on ``test_text``
     (stage 2; defaults to ``text``, as in the paper)."""
     cfg = config or RankerConfig()
-    if epsilon <= 0:
-        raise AchillesError(f"epsilon must be > 0, got {epsilon}")
-    if step < 1:
-        raise AchillesError(f"step must be >= 1, got {step}")
-    if cfg.samples < 1:
-        raise AchillesError(f"samples must be >= 1, got {cfg.samples}")
+    check_arguments(text, method, test_text, epsilon, step, max_steps, scale)
     model, tok = loaded.model, loaded.tokenizer
     names = candidate_modules(model, modules)
     probe_ids = encode(tok, text, max_tokens=None, what="probe text")
@@ -84,12 +80,35 @@ def locate(
     )
 
 
+def check_arguments(
+    text: str = PROBE_TEXT,
+    method: str = "perturbation",
+    test_text: str | None = None,
+    epsilon: float = EPSILON,
+    step: int = STEP,
+    max_steps: int = MAX_STEPS,
+    scale: float = 0.0,
+) -> None:
+    """Everything :func:`locate` can check without the model (the ranker's settings are checked by
+    :class:`RankerConfig`). ``achilles locate`` calls it before loading the model; ``locate`` calls it
+    again, so the Python API gets the same one-line errors."""
+    as_text(text, "probe text")
+    if test_text is not None:
+        as_text(test_text, "test text")
+    get_ranker(method)
+    as_float(epsilon, "epsilon", positive=True)  # nan would never be crossed: all max_steps would run
+    as_int(step, "step", minimum=1)
+    as_int(max_steps, "max_steps", minimum=1)
+    as_float(scale, "scale")
+
+
 def to_mask_file(loaded: LoadedModel, ranking, result: SearchResult, locator: dict) -> MaskFile:
     return MaskFile(
         model=ModelInfo(
             name_or_path=loaded.name_or_path,
             architecture=type(loaded.model).__name__,
             fingerprint=fingerprint(loaded.model),
+            weights_digest=weights_digest(loaded.model),
         ),
         locator=locator,
         ranking=list(ranking),

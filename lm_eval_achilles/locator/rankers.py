@@ -17,6 +17,7 @@ from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.hooks import Recorder, first_tensor, hooked, output_sizes, replace_first
 from lm_eval_achilles.locator.mask_file import RankedNeuron
 from lm_eval_achilles.locator.perturbation import perturbation_scores
+from lm_eval_achilles.validate import as_float, as_int
 
 GRANULARITIES = ("channel", "position")
 
@@ -75,6 +76,17 @@ class RankerConfig:
     progress: bool = True
     #: keystone ranker only: capability type -> prompt texts (None = the built-in KEYSTONE_PROMPTS)
     prompts: dict[str, list[str]] | None = None
+
+    def __post_init__(self):
+        """Checked when built, so the CLI and the Python API refuse nonsense before the model is used
+        (``alpha=nan`` would otherwise fail only after the whole stage 1)."""
+        self.alpha = as_float(self.alpha, "alpha", positive=True)
+        self.samples = as_int(self.samples, "samples", minimum=1)
+        self.seed = as_int(self.seed, "seed", minimum=0)
+        self.batch_size = as_int(self.batch_size, "batch_size", minimum=1)
+        self.k = as_int(self.k, "ranking size k", minimum=1)
+        if self.granularity not in GRANULARITIES:
+            raise AchillesError(f"unknown granularity {self.granularity!r}; choose channel or position")
 
 
 Ranker = Callable[[object, object, torch.Tensor, list, RankerConfig], list[RankedNeuron]]

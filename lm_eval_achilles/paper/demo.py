@@ -21,6 +21,7 @@ from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import code_cell
 from lm_eval_achilles.jsonio import write_text_atomic
 from lm_eval_achilles.resources import sample_data_dir
+from lm_eval_achilles.validate import check_output
 
 DEFAULT_TASKS = ("achilles", "achilles_ppl")
 
@@ -41,6 +42,7 @@ class DemoConfig:
     bootstrap_iters: int = 10_000
     progress: bool = True
     command: str = "achilles demo"  # recorded in demo.md
+    overwrite: bool = False  # replace the results of an earlier demo run in ``out``
 
 
 @dataclass
@@ -54,7 +56,12 @@ class DemoResult:
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
-    from lm_eval_achilles.comparison.conditions import RunSettings, run_conditions
+    from lm_eval_achilles.comparison.conditions import (
+        RESULT_FOLDERS,
+        RunSettings,
+        checked_task_manager,
+        run_conditions,
+    )
     from lm_eval_achilles.comparison.metrics import compare_folders
     from lm_eval_achilles.comparison.tables import write_comparison
     from lm_eval_achilles.locator.mask_file import load_mask, save_mask
@@ -66,8 +73,21 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise AchillesError(f"--data-dir {data_dir} is not a folder")
-    if (out / "compare").exists() and any((out / "compare").rglob("results_*.json")):
-        raise AchillesError(f"{out} already holds a demo run; choose another --out or remove it")
+    if cfg.mask is not None and not Path(cfg.mask).is_file():
+        raise AchillesError(f"mask file not found: {cfg.mask}")
+    earlier = [f"compare/{name}" for name in (*RESULT_FOLDERS, "comparison.json")]
+    check_output(out, results=earlier, overwrite=cfg.overwrite)  # before minutes of locating, not after
+    gen = f"max_gen_toks={cfg.max_gen_toks}" if cfg.max_gen_toks else None
+    settings = RunSettings(
+        tasks=list(cfg.tasks),
+        limit=cfg.limit,
+        batch_size=cfg.batch_size,
+        gen_kwargs=gen,
+        seed=cfg.seed,
+        device="cpu",
+        metadata={"data_dir": str(data_dir)},
+    )
+    checked_task_manager(settings)  # an unknown task fails now, not after locating
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -115,23 +135,13 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     timings["report"] = time.perf_counter() - t
     del loaded
 
-    gen = f"max_gen_toks={cfg.max_gen_toks}" if cfg.max_gen_toks else None
     log(
         f"[4/4] lm-eval, original vs masked: tasks {','.join(cfg.tasks)}, limit {cfg.limit} per task, "
         f"{gen or 'task generation lengths'}, batch size {cfg.batch_size}, data {data_dir}"
     )
     t = time.perf_counter()
-    settings = RunSettings(
-        tasks=list(cfg.tasks),
-        limit=cfg.limit,
-        batch_size=cfg.batch_size,
-        gen_kwargs=gen,
-        seed=cfg.seed,
-        device="cpu",
-        metadata={"data_dir": str(data_dir)},
-    )
     original, masked = run_conditions(
-        {"pretrained": "embedded", "dtype": "float32"}, mask_path, settings, out / "compare"
+        {"pretrained": "embedded", "dtype": "float32"}, mask_path, settings, out / "compare", overwrite=cfg.overwrite
     )
     timings["compare"] = time.perf_counter() - t
     comparison = compare_folders(original, masked, iters=cfg.bootstrap_iters, seed=cfg.seed)

@@ -1,0 +1,381 @@
+"""The bad-input matrix: every subcommand, every ``achilles_masked`` model argument and the Python API
+against bad values. Each case must end in exactly one line, ``achilles: error: ...`` naming the value
+(or an :class:`AchillesError` for lm-eval and the API), exit code 2, no traceback, nothing written and
+no model loaded.
+
+"No model loaded" is enforced by tripwires on the three ways a model gets loaded (``load_model``,
+lm-eval's ``HFLM.__init__`` and ``lm_eval.simple_evaluate``): a case that reaches one fails the test.
+Reading a model's *config* (``load_skeleton``, to check ``--modules`` or a mask before loading) is
+allowed. Everything runs in process, so the whole matrix takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lm_eval_achilles.cli import main
+from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.locator.mask_file import FORMAT
+
+GOOD_MODULE = "model.layers.11.mlp.down_proj"  # 576 output channels in the embedded model
+
+
+class Tripwire(BaseException):
+    """Raised when a bad-input case gets as far as loading a model (BaseException: nothing catches it)."""
+
+
+@pytest.fixture
+def tripwires(monkeypatch):
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    import lm_eval_achilles.models.loading as loading
+
+    def trip(*_args, **_kwargs):
+        raise Tripwire("a bad-input case loaded a model or started an evaluation")
+
+    monkeypatch.setattr(loading, "load_model", trip)
+    monkeypatch.setattr(HFLM, "__init__", trip)
+    monkeypatch.setattr(lm_eval, "simple_evaluate", trip)
+
+
+@pytest.fixture(scope="module")
+def embedded_fingerprint():
+    from lm_eval_achilles.models.loading import fingerprint, load_skeleton
+
+    return fingerprint(load_skeleton(None))
+
+
+def _mask_doc(fingerprint, neurons):
+    return {
+        "format": FORMAT,
+        "model": {"name_or_path": "embedded", "architecture": "LlamaForCausalLM", "fingerprint": fingerprint},
+        "locator": {"method": "perturbation"},
+        "ranking": [{"module": m, "channel": c, "score": 1.0} for m, c in neurons],
+        "critical": {"size": len(neurons), "baseline_ppl": 1.0, "masked_ppl": 100.0, "delta": 2.0, "curve": [[0, 1.0]]},
+        "neurons": [{"module": m, "channel": c} for m, c in neurons],
+    }
+
+
+def _comparison_doc():
+    row = {
+        "task": "qa",
+        "metric": "acc",
+        "filter": "none",
+        "n": 4,
+        "original": 0.5,
+        "masked": 0.25,
+        "difference": -0.25,
+        "higher_is_better": True,
+        "kind": "binary",
+        "scale": "value",
+        "test": {"name": "mcnemar-exact"},
+    }
+    return {"format": "achilles-comparison/1", "rows": [row], "warnings": []}
+
+
+@pytest.fixture
+def ws(tmp_path, embedded_fingerprint):
+    """A workspace of inputs, good and bad; the keys are the ``{placeholders}`` of the cases."""
+    fp = embedded_fingerprint
+    files = {
+        "mask": _mask_doc(fp, [(GOOD_MODULE, 507)]),
+        "other": _mask_doc("0123456789abcdef", [(GOOD_MODULE, 507)]),
+        "badmod": _mask_doc(fp, [("model.layers.99.mlp.down_proj", 1)]),
+        "badch": _mask_doc(fp, [(GOOD_MODULE, 5000)]),
+        "nocrit": {**_mask_doc(fp, [(GOOD_MODULE, 507)]), "neurons": []},
+    }
+    paths = {}
+    for name, doc in files.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(doc))
+    paths["malformed"] = tmp_path / "malformed.json"
+    paths["malformed"].write_text("{not json")
+    paths["empty"] = tmp_path / "empty.txt"
+    paths["empty"].write_text("  \n")
+    paths["short"] = tmp_path / "short.txt"
+    paths["short"].write_text("too short\n\nalso short\n")
+    paths["file"] = tmp_path / "a_file.txt"
+    paths["file"].write_text("not a folder\n")
+    paths["cmp"] = tmp_path / "cmp"
+    paths["cmp"].mkdir()
+    (paths["cmp"] / "comparison.json").write_text(json.dumps(_comparison_doc()))
+    # a folder holding the results of earlier runs of every command
+    paths["done"] = tmp_path / "done"
+    for rel in ("original/results.json", "comparison.json", "report.json", "methods/methods.json"):
+        (paths["done"] / rel).parent.mkdir(parents=True, exist_ok=True)
+        (paths["done"] / rel).write_text("{}")
+    (paths["done"] / "compare").mkdir()
+    (paths["done"] / "compare" / "comparison.json").write_text("{}")
+    paths["out"] = tmp_path / "out"  # does not exist: a good output path
+    paths["missing"] = tmp_path / "missing.json"
+    paths["long"] = tmp_path / ("x" * 300 + ".json")  # the OS refuses the name: an OSError
+    return tmp_path, {k: str(v) for k, v in paths.items()}
+
+
+def _snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*"))
+
+
+LOCATE = [
+    (["--batch-size", "0"], "--batch-size: must be >= 1, got '0'"),
+    (["--batch-size", "abc"], "--batch-size: must be an integer, got 'abc'"),
+    (["--ranking-size", "0"], "--ranking-size: must be >= 1, got '0'"),
+    (["--epsilon", "nan"], "--epsilon: must be a finite number, got 'nan'"),
+    (["--epsilon", "-1"], "--epsilon: must be > 0, got '-1'"),
+    (["--alpha", "nan"], "--alpha: must be a finite number, got 'nan'"),
+    (["--alpha", "0"], "--alpha: must be > 0, got '0'"),
+    (["--samples", "0"], "--samples: must be >= 1, got '0'"),
+    (["--samples", "2.5"], "--samples: must be an integer, got '2.5'"),
+    (["--step", "0"], "--step: must be >= 1, got '0'"),
+    (["--max-steps", "0"], "--max-steps: must be >= 1, got '0'"),
+    (["--seed", "-1"], "--seed: must be >= 0, got '-1'"),
+    (["--scale", "inf"], "--scale: must be a finite number, got 'inf'"),
+    (["--text", ""], "--text: must not be empty"),
+    (["--text", "   "], "--text: must not be empty"),
+    (["--test-text", ""], "--test-text: must not be empty"),
+    (["--text-file", "{missing}"], "text file not found"),
+    (["--text-file", "{empty}"], "empty.txt must not be empty"),
+    (["--method", "telepathy"], "unknown method 'telepathy'"),
+    (["--modules", "*nothing*"], "no candidate module matches '*nothing*'"),
+    (["--modules", "re:("], "bad module regex '('"),
+    (["--granularity", "neuron"], "--granularity: invalid choice: 'neuron'"),
+    (["--dtype", "float8"], "--dtype: invalid choice: 'float8'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+]
+LOCATE_OUT = [
+    (["locate", "--out", "{cmp}"], "--out {cmp} is a folder; give a file name"),
+    (["locate", "--out", "{file}/mask.json"], "is a file, not a folder"),
+    (["locate", "--out", "{long}"], "File name too long"),
+    (["locate"], "the following arguments are required: --out"),
+]
+COMPARE = [
+    (["--limit", "nan"], "--limit: must be a finite number, got 'nan'"),
+    (["--limit", "0"], "--limit: must be > 0, got '0'"),
+    (["--limit", "-3"], "--limit: must be > 0, got '-3'"),
+    (["--batch-size", "abc"], "--batch-size: must be an integer >= 1, auto or auto:N, got 'abc'"),
+    (["--batch-size", "0"], "--batch-size: must be an integer >= 1, auto or auto:N, got '0'"),
+    (["--batch-size", "auto:x"], "--batch-size: must be an integer >= 1, auto or auto:N, got 'auto:x'"),
+    (["--num-fewshot", "-1"], "--num-fewshot: must be >= 0, got '-1'"),
+    (["--bootstrap-iters", "0"], "--bootstrap-iters: must be >= 1, got '0'"),
+    (["--top-n", "-1"], "--top-n: must be >= 0, got '-1'"),
+    (["--top-n", "999"], "top_n=999 is larger than the ranking"),
+    (["--scale", "nan"], "--scale: must be a finite number, got 'nan'"),
+    (["--apply", "glue"], "--apply: invalid choice: 'glue'"),
+    (["--metadata", "{{bad"], "--metadata is not valid JSON"),
+    (["--metadata", "[1]"], "--metadata must be a JSON object"),
+    (["--data-dir", "{missing}"], "--data-dir {missing} is not a folder"),
+    (["--include-path", "{missing}"], "--include-path {missing} is not a folder"),
+    (["--seed", "x"], "--seed: must be an integer, got 'x'"),
+]
+COMPARE_OTHER = [
+    (["compare", "--tasks", "", "--mask", "{mask}", "--out", "{out}"], "--tasks is required"),
+    (["compare", "--tasks", " , ", "--mask", "{mask}", "--out", "{out}"], "--tasks is required"),
+    (["compare", "--tasks", "qa", "--mask", "{missing}", "--out", "{out}"], "mask file not found"),
+    (["compare", "--tasks", "qa", "--mask", "{malformed}", "--out", "{out}"], "malformed JSON"),
+    (["compare", "--tasks", "qa", "--mask", "{other}", "--out", "{out}"], "mask was made for another model"),
+    (["compare", "--tasks", "qa", "--mask", "{badmod}", "--out", "{out}"], "unknown module 'model.layers.99"),
+    (["compare", "--tasks", "qa", "--mask", "{badch}", "--out", "{out}"], "channel 5000 out of range"),
+    (["compare", "--tasks", "qa", "--mask", "{nocrit}", "--out", "{out}"], "selects no neurons"),
+    (["compare", "--tasks", "qa", "--mask", "{mask}", "--out", "{file}"], "is an existing file; give a folder"),
+    (["compare", "--tasks", "qa", "--mask", "{mask}", "--out", "{done}"], "already holds results"),
+    (["compare", "--original", "{cmp}", "--masked", "{cmp}", "--out", "{done}"], "pass --overwrite"),
+    (["compare", "--original", "{cmp}", "--out", "{out}"], "give both --original and --masked"),
+    (["compare", "--tasks", "qa"], "the following arguments are required: --out"),
+]
+EXPORT = [
+    (["export", "--mask", "{mask}", "--out", "{file}"], "--out {file} is an existing file; give a folder"),
+    (["export", "--mask", "{mask}", "--out", "{cmp}"], "exists and is not empty"),
+    (["export", "--mask", "{missing}", "--out", "{out}"], "mask file not found"),
+    (["export", "--mask", "", "--out", "{out}"], "mask must not be empty"),
+    (["export", "--mask", "{mask}", "--top-n", "-2", "--out", "{out}"], "--top-n: must be >= 0, got '-2'"),
+    (["export", "--mask", "{mask}", "--top-n", "999", "--out", "{out}"], "top_n=999 is larger than the ranking"),
+    (["export", "--mask", "{mask}", "--scale", "nan", "--out", "{out}"], "--scale: must be a finite number"),
+]
+REPORT = [
+    (["report", "{missing}", "--out", "{out}"], "mask file not found"),
+    (["report", "{malformed}", "--out", "{out}"], "malformed JSON"),
+    (["report", "{mask}", "--out", "{out}", "--extra-steps", "-1"], "--extra-steps: must be >= 0, got '-1'"),
+    (["report", "{mask}", "--out", "{out}", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1, got '0'"),
+    (["report", "{mask}", "--out", "{file}"], "is an existing file; give a folder"),
+    (["report", "{mask}", "--out", "{done}", "--no-model"], "already holds results of an earlier run (report.json)"),
+]
+CHECK = [
+    (["check", "{mask}", "--min-delta", "nan"], "--min-delta must be a finite number, got 'nan'"),
+    (["check", "{mask}", "--max-delta", "inf"], "--max-delta must be a finite number, got 'inf'"),
+    (["check", "{mask}", "--max-baseline-ppl", "nan"], "--max-baseline-ppl must be a finite number, got 'nan'"),
+    (["check", "{mask}", "--min-critical-size", "-1"], "--min-critical-size must be >= 0, got '-1'"),
+    (["check", "{mask}", "--max-critical-size", "abc"], "--max-critical-size must be an integer, got 'abc'"),
+    (["check", "{cmp}", "--max-drop", "qa:acc=nan"], "the threshold must be finite"),
+    (["check", "{cmp}", "--min-masked-score", "qa:acc=inf"], "the threshold must be finite"),
+    (["check", "{cmp}", "--max-drop", "qa:nope=0.1"], "no metric 'nope'"),
+    (["check", "{cmp}", "--max-drop", "nope:acc=0.1"], "no task 'nope'"),
+    (["check", "{cmp}", "--max-drop", "qa-acc-0.1"], "expected TASK:METRIC=VALUE"),
+    (["check", "{mask}"], "no rules given"),
+    (["check", "{missing}", "--min-delta", "1"], "file not found"),
+    (["check", "{cmp}", "--min-delta", "1"], "apply to a mask file, but no mask file was given"),
+]
+STUDY = [
+    (["study", "nope", "--out", "{out}"], "unknown study 'nope'"),
+    (["study", " , ", "--out", "{out}"], "no study named"),
+    (["study", "methods", "--out", "{out}", "--samples", "0"], "--samples: must be >= 1, got '0'"),
+    (["study", "methods", "--out", "{out}", "--trials", "0"], "--trials: must be >= 1, got '0'"),
+    (["study", "methods", "--out", "{out}", "--epsilon", "nan"], "--epsilon: must be a finite number, got 'nan'"),
+    (["study", "methods", "--out", "{out}", "--epsilon", "0"], "--epsilon: must be > 0, got '0'"),
+    (["study", "methods", "--out", "{out}", "--alpha", "inf"], "--alpha: must be a finite number, got 'inf'"),
+    (["study", "methods", "--out", "{out}", "--batch-size", "0"], "--batch-size: must be >= 1, got '0'"),
+    (["study", "methods", "--out", "{out}", "--max-steps", "0"], "--max-steps: must be >= 1, got '0'"),
+    (["study", "methods", "--out", "{out}", "--text", ""], "--text: must not be empty"),
+    (["study", "methods", "--out", "{out}", "--text-file", "{empty}"], "must not be empty"),
+    (["study", "methods", "--out", "{out}", "--eval-file", "{missing}"], "evaluation file not found"),
+    (["study", "methods", "--out", "{out}", "--eval-file", "{short}"], "no evaluation text longer than 50"),
+    (["study", "methods", "--out", "{out}", "--modules", "*nothing*"], "no candidate module matches"),
+    (["study", "methods", "--out", "{file}"], "is an existing file; give a folder"),
+    (["study", "methods", "--out", "{done}"], "already holds results of an earlier run (methods/methods.json)"),
+]
+DEMO = [
+    (["demo", "--out", "{out}", "--limit", "-1"], "--limit: must be >= 0, got '-1'"),
+    (["demo", "--out", "{out}", "--batch-size", "0"], "--batch-size: must be >= 1, got '0'"),
+    (["demo", "--out", "{out}", "--max-gen-toks", "-5"], "--max-gen-toks: must be >= 0, got '-5'"),
+    (["demo", "--out", "{out}", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1, got '0'"),
+    (["demo", "--out", "{out}", "--samples", "0"], "--samples: must be >= 1, got '0'"),
+    (["demo", "--out", "{out}", "--bootstrap-iters", "0"], "--bootstrap-iters: must be >= 1, got '0'"),
+    (["demo", "--out", "{out}", "--mask", "{missing}"], "mask file not found"),
+    (["demo", "--out", "{out}", "--data-dir", "{missing}"], "is not a folder"),
+    (["demo", "--out", "{out}", "--tasks", " , "], "no lm-eval task given"),
+    (["demo", "--out", "{file}"], "is an existing file; give a folder"),
+    (["demo", "--out", "{done}"], "already holds results of an earlier run (compare/comparison.json)"),
+]
+GENERAL = [
+    (["telepathy"], "invalid choice: 'telepathy'"),
+]
+
+CLI_CASES = (
+    [(["locate", *a, "--out", "{out}/m.json", "--quiet"], m) for a, m in LOCATE]
+    + LOCATE_OUT
+    + [(["compare", "--tasks", "qa", "--mask", "{mask}", *a, "--out", "{out}"], m) for a, m in COMPARE]
+    + COMPARE_OTHER
+    + EXPORT
+    + REPORT
+    + CHECK
+    + STUDY
+    + DEMO
+    + GENERAL
+)
+
+
+@pytest.mark.parametrize("argv, message", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
+def test_cli_bad_input(argv, message, ws, tripwires, capsys):
+    root, paths = ws
+    before = _snapshot(root)
+    code = main([a.format(**paths) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("achilles: error: "), err
+    assert message.format(**paths) in lines[0]
+    assert _snapshot(root) == before, "a bad-input case wrote something"
+
+
+MODEL_ARGS = [
+    ("mask=", "mask must not be empty"),
+    ("mask=   ", "mask must not be empty"),
+    ("mask={missing}", "mask file not found"),
+    ("mask={malformed}", "malformed JSON"),
+    ("mask={mask},top_n=999", "top_n=999 is larger than the ranking"),
+    ("mask={mask},top_n=-1", "top_n must be >= 0, got -1"),
+    ("mask={mask},top_n=1.5", "top_n must be an integer, got 1.5"),
+    ("mask={mask},top_n=abc", "top_n must be an integer, got 'abc'"),
+    ("top_n=3", "top_n=3 needs a ranking"),
+    ("mask={mask},scale=nan", "scale must be a finite number, got nan"),
+    ("mask={mask},scale=inf", "scale must be a finite number, got inf"),
+    ("mask={mask},scale=-inf", "scale must be a finite number, got -inf"),
+    ("mask={mask},scale=big", "scale must be a number, got 'big'"),
+    ("mask={mask},apply=glue", "unknown apply='glue'"),
+    ("mask={mask},locate=true", "give either mask=PATH or locate=true"),
+    ("locate=maybe", "locate must be true or false, got 'maybe'"),
+    ("locate=true,locate_samples=0", "locate_samples must be >= 1, got 0"),
+    ("locate=true,locate_samples=2.5", "locate_samples must be an integer, got 2.5"),
+    ("locate=true,locate_epsilon=-1", "locate_epsilon must be > 0, got -1"),
+    ("locate=true,locate_epsilon=nan", "locate_epsilon must be a finite number, got nan"),
+    ("locate=true,locate_alpha=0", "locate_alpha must be > 0, got 0"),
+    ("locate=true,locate_alpha=inf", "locate_alpha must be a finite number, got inf"),
+    ("locate=true,locate_seed=-1", "locate_seed must be >= 0, got -1"),
+    ("locate=true,locate_text=", "locate_text must not be empty"),
+    ("locate_samples=10", "locate_samples only apply with locate=true"),
+    ("locate=true,locate_sample=10", "unknown model argument 'locate_sample'; did you mean locate_samples?"),
+    ("locate=true,locate_noise=10", "unknown model argument 'locate_noise'"),
+    ("mask={mask},topn=3", "unknown model argument 'topn'; did you mean top_n?"),
+    ("mask={mask},allow_fingerprint_mismatch=perhaps", "allow_fingerprint_mismatch must be true or false"),
+]
+
+
+@pytest.mark.parametrize("arg_string, message", MODEL_ARGS, ids=[c[0] for c in MODEL_ARGS])
+def test_achilles_masked_bad_model_args(arg_string, message, ws, tripwires):
+    """What ``lm_eval --model achilles_masked --model_args ...`` does with the string: refused before
+    HFLM loads the model (lm-eval then stops before any evaluation)."""
+    from lm_eval.api.registry import get_model
+
+    from lm_eval_achilles.harness import lm_model  # noqa: F401  (registers achilles_masked)
+
+    root, paths = ws
+    before = _snapshot(root)
+    with pytest.raises(AchillesError) as info:
+        get_model("achilles_masked").create_from_arg_string(arg_string.format(**paths))
+    assert message.format(**paths) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert _snapshot(root) == before
+
+
+def _api_cases():
+    from lm_eval_achilles.comparison.check import run_check
+    from lm_eval_achilles.locator.locate import locate
+    from lm_eval_achilles.locator.rankers import RankerConfig
+    from lm_eval_achilles.models.loading import LoadedModel
+
+    def tiny():
+        from conftest import make_tiny_llama
+
+        return LoadedModel(make_tiny_llama(), None, "tiny", "tiny")
+
+    nan = math.nan
+    return [
+        ("RankerConfig(alpha=nan)", lambda: RankerConfig(alpha=nan), "alpha must be a finite number"),
+        ("RankerConfig(samples=0)", lambda: RankerConfig(samples=0), "samples must be >= 1"),
+        ("RankerConfig(batch_size=0)", lambda: RankerConfig(batch_size=0), "batch_size must be >= 1"),
+        ("RankerConfig(k=0)", lambda: RankerConfig(k=0), "ranking size k must be >= 1"),
+        ("RankerConfig(seed=True)", lambda: RankerConfig(seed=True), "seed must be an integer"),
+        ("RankerConfig(granularity)", lambda: RankerConfig(granularity="x"), "unknown granularity 'x'"),
+        ("locate(epsilon=nan)", lambda: locate(tiny(), epsilon=nan), "epsilon must be a finite number"),
+        ("locate(epsilon=0)", lambda: locate(tiny(), epsilon=0), "epsilon must be > 0"),
+        ("locate(step=0)", lambda: locate(tiny(), step=0), "step must be >= 1"),
+        ("locate(max_steps=0)", lambda: locate(tiny(), max_steps=0), "max_steps must be >= 1"),
+        ("locate(scale=inf)", lambda: locate(tiny(), scale=math.inf), "scale must be a finite number"),
+        ("locate(text='')", lambda: locate(tiny(), text=""), "probe text must not be empty"),
+        ("locate(test_text=' ')", lambda: locate(tiny(), test_text=" "), "test text must not be empty"),
+        ("locate(method)", lambda: locate(tiny(), method="x"), "unknown method 'x'"),
+        ("locate(modules)", lambda: locate(tiny(), modules="*nothing*"), "no candidate module matches"),
+        ("run_check(nan)", lambda: run_check([], {"min_delta": [nan]}, {}), "--min-delta must be a finite number"),
+    ]
+
+
+API_CASES = _api_cases()
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_python_api_bad_input(call, message):
+    with pytest.raises(AchillesError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+
+
+def test_matrix_size_is_what_the_docs_say():
+    """docs/cli.md states how many bad inputs this file covers; keep the number true."""
+    from pathlib import Path
+
+    total = len(CLI_CASES) + len(MODEL_ARGS) + len(API_CASES)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert f"{total} bad inputs" in text, total
