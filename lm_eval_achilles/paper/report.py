@@ -17,7 +17,6 @@ where the answer goes - the probability then measures what the paper's panel sho
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import code_cell, fmt, markdown_table
-from lm_eval_achilles.jsonio import write_text_atomic
+from lm_eval_achilles.jsonio import write_json_atomic, write_text_atomic
 from lm_eval_achilles.locator.mask_file import MaskFile, Neuron, distinct
 
 QUESTIONS = (
@@ -279,7 +278,7 @@ def build_report(
             "rows": responses(loaded, mask.neurons, questions, max_new_tokens) if mask.neurons else [],
         }
     paths["json"] = out / "report.json"
-    write_text_atomic(paths["json"], json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    write_json_atomic(paths["json"], data)  # standard JSON: an infinite perplexity is the string "inf"
     paths["md"] = out / "report.md"
     write_text_atomic(paths["md"], report_markdown(data, mask, paths))
     return paths
