@@ -27,19 +27,25 @@ class Tripwire(BaseException):
     """Raised when a bad-input case gets as far as loading a model (BaseException: nothing catches it)."""
 
 
+def _trip(*_args, **_kwargs):
+    raise Tripwire("a bad-input case loaded a model or started an evaluation")
+
+
 @pytest.fixture
-def tripwires(monkeypatch):
-    import lm_eval
+def no_model(monkeypatch):
     from lm_eval.models.huggingface import HFLM
 
     import lm_eval_achilles.models.loading as loading
 
-    def trip(*_args, **_kwargs):
-        raise Tripwire("a bad-input case loaded a model or started an evaluation")
+    monkeypatch.setattr(loading, "load_model", _trip)
+    monkeypatch.setattr(HFLM, "__init__", _trip)
 
-    monkeypatch.setattr(loading, "load_model", trip)
-    monkeypatch.setattr(HFLM, "__init__", trip)
-    monkeypatch.setattr(lm_eval, "simple_evaluate", trip)
+
+@pytest.fixture
+def tripwires(no_model, monkeypatch):
+    import lm_eval
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", _trip)
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +337,23 @@ def test_achilles_masked_bad_model_args(arg_string, message, ws, tripwires):
     assert _snapshot(root) == before
 
 
+EVAL_CASES = [(["eval", "--model", "achilles_masked", "--model_args", "mask=", "--tasks", "achilles_mmlu_pro"], "")]
+
+
+def test_eval_bad_model_args(ws, no_model, capsys):
+    """``achilles eval`` is lm-eval's command line: lm-eval logs its own INFO lines, then our one error
+    line, before the model is loaded (lm-eval indexes its task folders first, hence one case only).
+    lm-eval builds the model inside ``simple_evaluate``, so only the model tripwires apply here."""
+    root, paths = ws
+    before = _snapshot(root)
+    assert main(EVAL_CASES[0][0]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("achilles: error:")]
+    assert errors == ["achilles: error: mask must not be empty, got ''"]
+    assert _snapshot(root) == before
+
+
 def _api_cases():
     from lm_eval_achilles.comparison.check import run_check
     from lm_eval_achilles.locator.locate import locate
@@ -376,6 +399,6 @@ def test_matrix_size_is_what_the_docs_say():
     """docs/cli.md states how many bad inputs this file covers; keep the number true."""
     from pathlib import Path
 
-    total = len(CLI_CASES) + len(MODEL_ARGS) + len(API_CASES)
+    total = len(CLI_CASES) + len(EVAL_CASES) + len(MODEL_ARGS) + len(API_CASES)
     text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     assert f"{total} bad inputs" in text, total
