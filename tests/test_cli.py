@@ -162,3 +162,25 @@ def test_compare_overwrite_clears_an_earlier_run_before_evaluating(tmp_path, mon
         main([*argv, "--overwrite"])
     assert not (out / "masked").exists() and not (out / "cache" / "original_rank0.db").exists()
     assert not list((out / "original").rglob("results_*.json"))  # the original run had begun (its folder)
+
+
+def test_compare_allow_fingerprint_mismatch_passes_the_precheck_and_reaches_lm_eval(tmp_path, monkeypatch, capsys):
+    import lm_eval
+
+    seen = {}
+
+    class Started(BaseException):
+        pass
+
+    def started(*_a, model_args=None, **_k):
+        seen.update(model_args)
+        raise Started
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", started)
+    mask = tmp_path / "other.json"
+    mask.write_text(json.dumps(_mask_doc("0123456789abcdef", [("model.layers.11.mlp.down_proj", 507)])))
+    argv = ["compare", "--mask", str(mask), "--tasks", "achilles_mmlu_pro", "--out", str(tmp_path / "c")]
+    assert main(argv) == 2 and "mask was made for another model" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="mismatch was explicitly allowed"), pytest.raises(Started):
+        main([*argv, "--allow-fingerprint-mismatch"])
+    assert seen["allow_fingerprint_mismatch"] is True and seen["top_n"] == 0

@@ -47,6 +47,9 @@ def add_arguments(p):
         "--scale", type=finite_float, default=None, help="masked channels are multiplied by this (default 0)"
     )
     p.add_argument("--apply", default=None, choices=["hooks", "fold"], help="how the mask is applied")
+    p.add_argument(
+        "--allow-fingerprint-mismatch", action="store_true", help="use a mask made for another architecture (warns)"
+    )
     p.add_argument("--no-cache", action="store_true", help="do not keep lm-eval response caches under OUT/cache")
     p.add_argument("--bootstrap-iters", type=positive_int, default=10_000, help="paired bootstrap resamples")
     p.add_argument("--confirm-run-unsafe-code", action="store_true", help="passed to lm-eval")
@@ -108,6 +111,8 @@ def base_model_args(args) -> dict:
     base = {"pretrained": args.model or "embedded", "dtype": dtype, "gguf_file": args.gguf_file}
     if args.trust_remote_code:
         base["trust_remote_code"] = True
+    if getattr(args, "allow_fingerprint_mismatch", False):
+        base["allow_fingerprint_mismatch"] = True
     for key in ("scale", "apply"):
         if getattr(args, key, None) is not None:
             base[key] = getattr(args, key)
@@ -163,7 +168,11 @@ def check_mask_before_running(args) -> None:
     from lm_eval_achilles.models.loading import load_skeleton
 
     spec = MaskingSpec.from_args(
-        mask=args.mask, top_n=args.top_n, scale=0.0 if args.scale is None else args.scale, apply=args.apply or "hooks"
+        mask=args.mask,
+        top_n=args.top_n,
+        scale=0.0 if args.scale is None else args.scale,
+        apply=args.apply or "hooks",
+        allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
     skeleton = load_skeleton(args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
     if skeleton is not None:
