@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.formatting import code_cell
+from lm_eval_achilles.formatting import code_cell, markdown_table
 from lm_eval_achilles.jsonio import write_text_atomic
 from lm_eval_achilles.resources import sample_data_dir
 from lm_eval_achilles.validate import check_output
@@ -165,7 +165,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
 
 def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
     """``demo.md``: what ran, how long it took, the table and the plots (links relative to ``out``)."""
-    from lm_eval_achilles.comparison.tables import markdown_table
+    from lm_eval_achilles.comparison.tables import markdown_table as comparison_table
 
     def rel(p: Path) -> str:
         return str(Path(p).resolve().relative_to(out.resolve()))
@@ -180,7 +180,9 @@ def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
         "",
         f"Critical set: {len(crit['neurons'])} neuron(s): "
         + ", ".join(f"`{m}` ch {c}" for m, c in crit["neurons"])
-        + f"; probe perplexity {crit['baseline_ppl']:.4g} → {crit['masked_ppl']:.4g} (Δ = {crit['delta']:.2f}).",
+        # report.json keeps an infinite perplexity as the string "inf" (standard JSON): float() reads it back
+        + f"; probe perplexity {float(crit['baseline_ppl']):.4g} → {float(crit['masked_ppl']):.4g} "
+        f"(Δ = {float(crit['delta']):.2f}).",
         "",
         f"Settings: tasks {', '.join(cfg.tasks)}; {cfg.limit or 'all'} document(s) per task (fixture data); generation "
         f"capped at {cfg.max_gen_toks} new tokens; batch size {cfg.batch_size}; seed {cfg.seed}.",
@@ -189,7 +191,7 @@ def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
         "",
         "## Original vs masked",
         "",
-        markdown_table(result.comparison),
+        comparison_table(result.comparison),
         "",
         f"Full page: [{rel(result.comparison_paths['md'])}]({rel(result.comparison_paths['md'])})",
         "",
