@@ -8,6 +8,8 @@ print(mask.critical.size, mask.critical.delta)
 
 from __future__ import annotations
 
+import math
+
 from lm_eval_achilles.defaults import EPSILON, MAX_PPL_TOKENS, MAX_STEPS, PROBE_TEXT, STEP
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
@@ -36,8 +38,8 @@ def locate(
     """Rank neurons with ``method`` on ``text`` (stage 1), then find the critical set on ``test_text``
     (stage 2; defaults to ``text``, as in the paper)."""
     cfg = config or RankerConfig()
-    if epsilon <= 0:
-        raise AchillesError(f"epsilon must be > 0, got {epsilon}")
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise AchillesError(f"epsilon must be a finite number > 0, got {epsilon}")
     if step < 1:
         raise AchillesError(f"step must be >= 1, got {step}")
     if cfg.samples < 1:
