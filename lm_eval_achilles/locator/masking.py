@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -152,21 +153,81 @@ def row_masked(
         yield
 
 
-def _foldable_params(module: nn.Module, name: str) -> list[nn.Parameter]:
+#: Relative tolerance of the check that a folded module reproduces the hooked output, per dtype.
+_FOLD_RTOL = {torch.float64: 1e-9, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """LayerNorm/RMSNorm: the torch classes, or any class whose name ends so (LlamaRMSNorm, Gemma3RMSNorm...).
+    Other norms (batch, group) scale channel dimension 1, not the last one, and are refused."""
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
+
+
+@dataclass
+class _FoldPlan:
+    """How channel c of a module's output maps to its parameters: ``(param, dim)`` pairs whose slice c along
+    ``dim`` produces output channel c alone; ``in_dim`` sizes the probe input of the exactness check;
+    ``variants`` are the parametrisations tried in order (a norm's gain may be ``w`` or ``1 + w``)."""
+
+    name: str
+    module: nn.Module
+    params: list[tuple[torch.Tensor, int]]
+    in_dim: int
+    variants: tuple[str, ...] = ("scale",)
+
+
+def _fold_plan(module: nn.Module, name: str) -> _FoldPlan:
+    """The fold of one module, or an AchillesError for a module kind whose channels cannot be folded."""
     weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() not in (1, 2):
-        raise AchillesError(
-            f"cannot fold a mask into {name!r} ({type(module).__name__}): it has no per-output-channel weight; use apply=hooks"
-        )
-    params = [weight]
     bias = getattr(module, "bias", None)
-    if isinstance(bias, torch.Tensor):
-        params.append(bias)
-    return params
+    bias = bias if isinstance(bias, torch.Tensor) else None
+    kind = type(module).__name__
+    refuse = (
+        f"cannot fold a mask into {name!r} ({kind}): fold supports nn.Linear, transformers' Conv1D and "
+        f"LayerNorm/RMSNorm weights; use apply=hooks"
+    )
+    if not isinstance(weight, torch.Tensor) or weight.device.type == "meta":
+        raise AchillesError(refuse)
+    if isinstance(module, nn.Linear) and tuple(weight.shape) == (module.out_features, module.in_features):
+        # weight [out, in]: output channel c is row c (and bias entry c)
+        return _FoldPlan(name, module, [(weight, 0)] + ([(bias, 0)] if bias is not None else []), module.in_features)
+    if (
+        kind == "Conv1D"
+        and weight.dim() == 2
+        and tuple(weight.shape) == (getattr(module, "nx", -1), getattr(module, "nf", -1))
+    ):
+        # transformers' Conv1D (GPT-2 family) stores weight transposed, [in, out]: channel c is column c
+        return _FoldPlan(name, module, [(weight, 1)] + ([(bias, 0)] if bias is not None else []), module.nx)
+    if _is_norm(module) and weight.dim() == 1 and (bias is None or bias.shape == weight.shape):
+        # y = normed(x) * w (+ b), or * (1 + w) in the Gemma family: which one is found by the check
+        return _FoldPlan(
+            name,
+            module,
+            [(weight, 0)] + ([(bias, 0)] if bias is not None else []),
+            weight.shape[0],
+            ("scale", "offset"),
+        )
+    raise AchillesError(refuse)
+
+
+def _fold_matches(plan: _FoldPlan, x: torch.Tensor, reference: torch.Tensor) -> bool:
+    out = first_tensor(plan.module.forward(x))
+    if not isinstance(out, torch.Tensor) or out.shape != reference.shape:
+        return False
+    rtol = _FOLD_RTOL.get(reference.dtype, 1e-5)
+    scale = float(reference.float().abs().max()) + 1e-30
+    return bool(((out.float() - reference.float()).abs() <= rtol * scale).all())
 
 
 def fold(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0, validate: bool = True) -> list:
-    """Write the mask into the weights (output row c of a Linear, entry c of a norm's weight/bias).
+    """Write the mask into the weights, exactly as the hooks would apply it (docs/method.md, "Fold").
+
+    nn.Linear: row c of ``weight`` [out, in] and bias entry c; transformers' ``Conv1D`` (GPT-2 family,
+    weight stored [in, out]): column c and bias entry c; LayerNorm/RMSNorm: entry c of weight and bias,
+    where a gain of the form ``1 + w`` (Gemma) gets ``w' = scale * (1 + w) - 1``. Any other module kind
+    is refused before anything is written. Every folded module is checked on a random probe input
+    against its hooked output; a mismatch is an error. The fold is transactional: on any failure
+    every weight already written is restored, so the model is left as it was.
 
     Returns the saved original values; pass them to :func:`unfold` to restore the weights bit for bit.
     """
@@ -174,23 +235,47 @@ def fold(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0, valida
         validate_neurons(model, neurons)
     groups = group_channels(neurons)
     modules = resolve_modules(model, groups)
-    saved = []
-    with torch.no_grad():
-        for name, channels in groups.items():
-            params = _foldable_params(modules[name], name)
-            for p in params:
-                idx = torch.as_tensor(channels, device=p.device)
-                saved.append((p, idx, p.index_select(0, idx).clone()))
-            for p in params:
-                idx = torch.as_tensor(channels, device=p.device)
-                p.index_copy_(0, idx, p.index_select(0, idx) * scale)
+    plans = [(_fold_plan(modules[name], name), channels) for name, channels in groups.items()]
+    saved: list = []
+    gen = torch.Generator().manual_seed(0)
+    try:
+        with torch.no_grad():
+            for plan, channels in plans:
+                dtype, device = plan.params[0][0].dtype, plan.params[0][0].device
+                x = torch.randn(4, plan.in_dim, generator=gen).to(device=device, dtype=dtype)
+                reference = _masking_hook(channels, float(scale))(plan.module, (x,), plan.module.forward(x))
+                reference = first_tensor(reference).clone()
+                for variant in plan.variants:
+                    mark = len(saved)
+                    for i, (p, dim) in enumerate(plan.params):
+                        idx = torch.as_tensor(channels, device=p.device)
+                        old = p.index_select(dim, idx)
+                        saved.append((p, dim, idx, old.clone()))
+                        if variant == "offset" and i == 0:  # gain 1 + w  ->  scale * (1 + w)
+                            new = ((old.double() + 1.0) * scale - 1.0).to(p.dtype)
+                        else:
+                            new = old * scale
+                        p.index_copy_(dim, idx, new)
+                    if _fold_matches(plan, x, reference):
+                        break
+                    unfold(saved[mark:])
+                    del saved[mark:]
+                else:
+                    raise AchillesError(
+                        f"cannot fold a mask into {plan.name!r} ({type(plan.module).__name__}): folding its "
+                        f"weights does not reproduce the hooked output; use apply=hooks"
+                    )
+    except BaseException:
+        unfold(saved)
+        raise
     return saved
 
 
 def unfold(saved: list) -> None:
+    """Restore the values :func:`fold` saved (in reverse order, so overlapping writes unwind correctly)."""
     with torch.no_grad():
-        for p, idx, values in reversed(saved):
-            p.index_copy_(0, idx, values)
+        for p, dim, idx, values in reversed(saved):
+            p.index_copy_(dim, idx, values)
 
 
 @contextmanager

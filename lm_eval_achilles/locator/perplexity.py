@@ -47,8 +47,27 @@ def mean_nll(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def delta(nll_masked: float, nll_baseline: float) -> float:
-    """Delta = log10(PPL_masked / PPL_original), from mean NLLs (never by exponentiating)."""
-    return (float(nll_masked) - float(nll_baseline)) / LN10
+    """Delta = log10(PPL_masked / PPL_original), from mean NLLs (never by exponentiating).
+
+    A NaN or +inf masked NLL (the masked model produced non-finite logits, e.g. an fp16 overflow) is a
+    collapse: Delta = +inf, so it counts as crossing any epsilon instead of never crossing (NaN >= eps is
+    False). The masked perplexity itself stays NaN/inf where it is stored, so the report says what it saw.
+    A non-finite *baseline* is not a collapse; :func:`baseline_nll` refuses it."""
+    m, b = float(nll_masked), float(nll_baseline)
+    if not math.isfinite(m) and m != -math.inf and math.isfinite(b):
+        return math.inf
+    return (m - b) / LN10
+
+
+def baseline_nll(model, input_ids: torch.Tensor, what: str = "test text") -> float:
+    """The unmasked model's mean NLL on one text [1, T]; an error if it is not finite (no Delta exists)."""
+    nll = float(mean_nll(model, input_ids)[0])
+    if not math.isfinite(nll):
+        raise AchillesError(
+            f"the unmasked model's perplexity on the {what} is {ppl(nll)} (mean NLL {nll}): no Delta can be "
+            "measured against it; check the model's dtype (float16 overflows on some models) and weights"
+        )
+    return nll
 
 
 def ppl(nll: float) -> float:

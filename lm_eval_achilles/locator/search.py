@@ -6,6 +6,7 @@ Several candidate prefixes are evaluated in one batched forward (a different mas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from lm_eval_achilles.defaults import EPSILON, MAX_STEPS, STEP
 from lm_eval_achilles.locator.mask_file import Neuron, distinct
-from lm_eval_achilles.locator.perplexity import delta, evaluate_sets, mean_nll, ppl
+from lm_eval_achilles.locator.perplexity import baseline_nll, delta, evaluate_sets, ppl
 
 
 @dataclass
@@ -29,6 +30,11 @@ class SearchResult:
     @property
     def delta(self) -> float:
         return delta(self.masked_nll, self.baseline_nll)
+
+    @property
+    def collapsed_nonfinite(self) -> bool:
+        """The masked perplexity was NaN/inf: counted as a collapse (Delta = inf)."""
+        return not math.isfinite(self.masked_nll)
 
     @property
     def baseline_ppl(self) -> float:
@@ -56,10 +62,11 @@ def greedy_search(
     """Mask ``ranking[:s*step]`` for s = 1, 2, ... until Delta >= epsilon.
 
     The batch that contains the crossing is evaluated whole, so the curve also shows a few points past
-    the critical size (the phase transition)."""
+    the critical size (the phase transition). A NaN/inf masked perplexity is a collapse (Delta = inf,
+    see :func:`~lm_eval_achilles.locator.perplexity.delta`); a non-finite baseline is an error."""
     if step < 1:
         raise ValueError("step must be >= 1")
-    baseline = float(mean_nll(model, input_ids)[0])
+    baseline = baseline_nll(model, input_ids)
     curve: list[tuple[int, float]] = [(0, baseline)]
     prefixes: list[int] = []
     for s in range(1, max_steps + 1):

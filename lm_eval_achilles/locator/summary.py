@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from lm_eval_achilles.formatting import fmt
 from lm_eval_achilles.locator.mask_file import MaskFile
 
@@ -29,5 +31,10 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
         f"perplexity {fmt(c.baseline_ppl)} -> {fmt(c.masked_ppl)}   "
         f"Delta = {c.delta:.3f} orders of magnitude (epsilon {loc.get('epsilon')})"
     )
+    if not math.isfinite(c.masked_ppl):
+        print(
+            f"collapse   the masked perplexity is {c.masked_ppl}: the masked model produced non-finite values, "
+            "counted as Delta = inf"
+        )
     print("curve      " + "  ".join(f"{int(n)}:{fmt(p)}" for n, p in c.curve))
     print(f"wrote      {path}")
