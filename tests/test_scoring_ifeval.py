@@ -81,9 +81,38 @@ def test_score_and_errors():
     assert ifeval.score(doc, "the sun, it shines brightly today") == {
         "prompt_level_strict_acc": 0.0,
         "inst_level_strict_acc": [0.0, 1.0],
+        "prompt_level_strict_acc_unfiltered": 0.0,
+        "inst_level_strict_acc_unfiltered": [0.0, 1.0],
         "meaningless_rate": 0.0,
     }
     with pytest.raises(ValueError, match="unknown IFEval instruction"):
         ifeval.follow_instructions(["no:such"], [{}], "p", "some fine text here")
     with pytest.raises(ValueError, match="2 instructions but 1 kwargs"):
         ifeval.follow_instructions(["punctuation:no_comma"] * 2, [{}], "p", "some fine text here")
+
+
+def test_two_responses_is_capped_by_the_filter_but_scored_unfiltered():
+    """``combination:two_responses`` needs a ``******`` separator, a run of 6 that the paper's filter
+    rejects: the paper's metric can never pass it, the unfiltered one reads the official checker."""
+    doc = {"prompt": "p", "instruction_id_list": ["combination:two_responses"], "kwargs": [{}]}
+    good = "God is called the Creator.\n******\nSome call God the Almighty."
+    assert ifeval.check_instructions(doc["instruction_id_list"], doc["kwargs"], "p", good) == [True]
+    assert ifeval.score(doc, good) == {
+        "prompt_level_strict_acc": 0.0,
+        "inst_level_strict_acc": [0.0],
+        "prompt_level_strict_acc_unfiltered": 1.0,
+        "inst_level_strict_acc_unfiltered": [1.0],
+        "meaningless_rate": 1.0,
+    }
+    # without the six asterisks the official checker fails it too: no passing answer survives the filter
+    for sep in ("*****", "***", "------"):
+        assert ifeval.check_instructions(["combination:two_responses"], [{}], "p", good.replace("******", sep)) == [
+            False
+        ]
+
+
+def test_unfiltered_scores_meaningless_text_like_the_official_checker():
+    ids, kwargs = ["punctuation:no_comma"], [{}]
+    assert ifeval.check_instructions(ids, kwargs, "p", "aaaaaaaaaaaa") == [True]
+    assert ifeval.follow_instructions(ids, kwargs, "p", "aaaaaaaaaaaa") == [False]
+    assert ifeval.check_instructions(ids, kwargs, "p", "   ") == [False]  # official strict: empty follows nothing

@@ -100,20 +100,18 @@ def sentence_splitter() -> str:
     return _STATE["splitter"]
 
 
-def follow_instructions(
+def check_instructions(
     instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any] | None], prompt: str, response: str
 ) -> list[bool]:
-    """Strict check of each instruction on the stripped response.
+    """The official strict checkers alone (no quality filter), on the stripped response.
 
     ``None`` kwargs (the hub schema fills every unused key with None) are dropped before building the
-    checker; an instruction that takes the prompt gets it. A meaningless response follows nothing.
+    checker; an instruction that takes the prompt gets it.
     """
     table = registry()
     if len(kwargs_list) != len(instruction_ids):
         raise ValueError(f"IFEval record has {len(instruction_ids)} instructions but {len(kwargs_list)} kwargs")
     text = (response or "").strip()
-    if not is_meaningful(text):
-        return [False] * len(instruction_ids)
     out = []
     for iid, kwargs in zip(instruction_ids, kwargs_list):
         if iid not in table:
@@ -123,14 +121,31 @@ def follow_instructions(
         args = checker.get_instruction_args()
         if args and "prompt" in args:
             checker.build_description(prompt=prompt)
-        out.append(bool(checker.check_following(text)))
+        out.append(bool(text) and bool(checker.check_following(text)))
     return out
 
 
+def follow_instructions(
+    instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any] | None], prompt: str, response: str
+) -> list[bool]:
+    """The paper's protocol: :func:`check_instructions`, except that a meaningless response follows nothing."""
+    followed = check_instructions(instruction_ids, kwargs_list, prompt, response)
+    return followed if is_meaningful(response) else [False] * len(followed)
+
+
 def score(doc: Mapping[str, Any], response: str) -> dict[str, object]:
-    followed = follow_instructions(doc["instruction_id_list"], doc["kwargs"], doc["prompt"], response)
+    """The paper's metrics (quality filter first) and the official checkers' score without the filter.
+
+    The filter rejects any run of 6 identical characters, so instructions whose only passing answers
+    contain one (``combination:two_responses`` needs ``******``) can never pass under the paper's
+    metric; the ``*_unfiltered`` metrics show what the checkers alone say (docs/protocols.md)."""
+    raw = check_instructions(doc["instruction_id_list"], doc["kwargs"], doc["prompt"], response)
+    meaningful = is_meaningful(response)
+    followed = raw if meaningful else [False] * len(raw)
     return {
         "prompt_level_strict_acc": float(all(followed)),
         "inst_level_strict_acc": [float(x) for x in followed],
-        "meaningless_rate": float(not is_meaningful(response)),
+        "prompt_level_strict_acc_unfiltered": float(all(raw)),
+        "inst_level_strict_acc_unfiltered": [float(x) for x in raw],
+        "meaningless_rate": float(not meaningful),
     }
