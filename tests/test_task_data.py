@@ -106,3 +106,28 @@ def test_ppl_dataset_selects_and_cuts(embedded_path):
     assert len(ds) == 2
     with pytest.raises(TaskDataError, match="cannot load the tokenizer"):
         task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained="/no/such/model")
+
+
+def test_ppl_tokenizer_is_never_guessed(embedded_path):
+    """Without a tokenizer name the texts would be cut with the embedded model's tokenizer, a wrong
+    perplexity for any other model: an error, unless the model is achilles_masked's default."""
+    with pytest.raises(TaskDataError, match=r"tokenizer is unknown .*ppl_tokenizer"):
+        task_data.load_ppl_dataset("wikitext", data_dir=str(FIXTURES))
+    with pytest.raises(TaskDataError, match="tokenizer is unknown"):
+        task_data.ppl_tokenizer(dtype="float32", device="cpu")  # e.g. --model hf with a model object
+    # achilles_masked arguments without pretrained: its default model, the embedded one
+    embedded_vocab = task_data.ppl_tokenizer(pretrained=str(embedded_path)).get_vocab()
+    assert task_data.ppl_tokenizer(top_n=0).get_vocab() == embedded_vocab
+    assert task_data.ppl_tokenizer(mask="mask.json", dtype="float32").get_vocab() == embedded_vocab
+    assert task_data.ppl_tokenizer(pretrained="embedded").get_vocab() == embedded_vocab
+    # objects (model_args given as a dict): a tokenizer is used as is, a model by its name_or_path
+    tok = task_data.ppl_tokenizer(pretrained=str(embedded_path))
+    assert task_data.ppl_tokenizer(tokenizer=tok) is tok
+
+    class Model:
+        name_or_path = ""
+
+    with pytest.raises(TaskDataError, match="tokenizer is unknown"):
+        task_data.ppl_tokenizer(pretrained=Model())
+    Model.name_or_path = str(embedded_path)
+    assert task_data.ppl_tokenizer(pretrained=Model()).get_vocab() == embedded_vocab

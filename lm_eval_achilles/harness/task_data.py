@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,13 +184,25 @@ def _truthy(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
 
 
+def _masking_args() -> tuple[str, ...]:
+    """The model arguments only ``achilles_masked`` takes (``mask``, ``top_n``, ``locate``, ...)."""
+    import inspect
+
+    from lm_eval_achilles.harness.model_args import MaskingSpec
+
+    return tuple(inspect.signature(MaskingSpec.from_args).parameters)
+
+
 def ppl_tokenizer(**metadata: Any):
     """The tokenizer the evaluated model uses, needed to cut each text at 512 tokens.
 
     lm-eval merges the model arguments into the task metadata, so ``pretrained=`` / ``tokenizer=``
-    reach the task. Order: ``ppl_tokenizer`` (explicit override), ``tokenizer``, ``pretrained``;
-    none of them (``achilles_masked`` without ``pretrained``, or a model object passed to
-    ``simple_evaluate``) means the embedded default model.
+    reach the task. Order: ``ppl_tokenizer`` (explicit override), ``tokenizer``, ``pretrained``.
+    None of them is only accepted when the model is known to be the embedded one: ``achilles_masked``
+    arguments (``mask``, ``top_n``, ...) without ``pretrained`` mean ``achilles_masked``'s default
+    model. Anything else (a model object passed to ``simple_evaluate``, an empty ``--model_args``) is
+    an error: another model's tokenizer would cut the texts at the wrong places and give a wrong
+    perplexity without a word.
     """
     from transformers import AutoTokenizer
 
@@ -199,13 +210,18 @@ def ppl_tokenizer(**metadata: Any):
 
     name = metadata.get("ppl_tokenizer") or metadata.get("tokenizer") or metadata.get("pretrained")
     kwargs: dict[str, Any] = {}
-    if not isinstance(name, (str, os.PathLike)) or is_embedded(str(name)):
-        if name is None:
-            warnings.warn(
-                "perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with the "
-                "embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": NAME}' otherwise)",
-                stacklevel=2,
-            )
+    if hasattr(name, "encode") and hasattr(name, "decode"):  # a tokenizer object (model_args given as a dict)
+        return name
+    if name is not None and not isinstance(name, (str, os.PathLike)):  # a model object: where it came from
+        name = getattr(name, "name_or_path", None) or None
+    if name is None and not any(key in metadata for key in _masking_args()):
+        raise TaskDataError(
+            "perplexity task: the evaluated model's tokenizer is unknown (no pretrained, tokenizer or "
+            "ppl_tokenizer in the model arguments or --metadata) and another model's tokenizer would give "
+            "a wrong perplexity; pass --metadata '{\"ppl_tokenizer\": NAME}' (pretrained=embedded for the "
+            "embedded model)"
+        )
+    if name is None or is_embedded(str(name)):
         name = str(embedded_model_path())
     else:
         name = str(name)
