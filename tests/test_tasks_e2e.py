@@ -29,7 +29,7 @@ METRICS = {
     "achilles_humaneval": ["extraction_rate"],
     "achilles_math500": ["acc"],
     "achilles_simpleqa": ["contains_answer", "exact_match"],
-    "achilles_mgsm_en": ["reasoning_rate", "exact_match"],
+    "achilles_mgsm_en": ["reasoning_rate", "exact_match", "reasoning_rate_meaningful"],
 }
 PPL_LIMIT = 3
 
