@@ -10,7 +10,17 @@ from __future__ import annotations
 from functools import partial
 
 from lm_eval_achilles.harness import task_data
-from lm_eval_achilles.harness.scoring import aggregate, gpqa, humaneval, ifeval, math500, mgsm, mmlu_pro, simpleqa
+from lm_eval_achilles.harness.scoring import (
+    aggregate,
+    code_exec,
+    gpqa,
+    humaneval,
+    ifeval,
+    math500,
+    mgsm,
+    mmlu_pro,
+    simpleqa,
+)
 from lm_eval_achilles.harness.scoring.perplexity import token_weighted_perplexity
 
 # ---- data (lm-eval calls custom_dataset(**metadata), metadata = --metadata + model_args) ----------
@@ -78,7 +88,9 @@ def gpqa_results(doc, results):
 
 
 def humaneval_results(doc, results):
-    return humaneval.score(results[0])
+    # pass_at_1 executes model-written code: only with HF_ALLOW_CODE_EVAL=1 and --confirm_run_unsafe_code
+    execute = code_exec.execution_allowed("achilles_humaneval")
+    return humaneval.score(results[0], doc, execute=execute)
 
 
 def ifeval_results(doc, results):

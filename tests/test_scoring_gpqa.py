@@ -77,3 +77,22 @@ def test_score_filter_then_extraction():
     assert gpqa.score(choices, 0, "The answer is (B)")["acc"] == 0.0
     # a meaningless response is wrong even if a fallback would have hit the gold answer
     assert gpqa.score(choices, 0, "1 1 1") == {"acc": 0.0, "acc_strict": 0.0, "meaningless_rate": 1.0}
+
+
+def test_acc_strict_needs_a_letter_that_stands_alone():
+    choices = ["x", "y", "z", "w"]
+    # the paper's step 1 (kept for acc) reads the B of "because" as the answer; acc_strict does not
+    response = "I think the answer is because of the electron spin."
+    assert gpqa.extract_choice(response) == gpqa.Extraction(1, "answer_is")
+    assert gpqa.score(choices, 1, response) == {"acc": 1.0, "acc_strict": 0.0, "meaningless_rate": 0.0}
+    assert gpqa.strict_choice("The answer is a hard one to find") == -1  # the article, not (A)
+    assert gpqa.strict_choice("The answer is Definitely wrong") == -1
+    assert gpqa.strict_choice("The answer is (C) because of symmetry") == 2
+    assert gpqa.strict_choice("the answer is (b)") == 1
+    assert gpqa.strict_choice("The answer is D.") == 3
+    assert gpqa.strict_choice("THE ANSWER IS C") == 2
+    assert gpqa.strict_choice("so the answer is a.") == 0
+    assert gpqa.strict_choice("the answer is b\nbecause") == 1
+    assert gpqa.strict_choice("The answer is (D)", n_choices=3) == -1
+    # the first answer whose letter stands alone counts
+    assert gpqa.strict_choice("The answer is because... The answer is (C).") == 2

@@ -81,9 +81,127 @@ def test_score_and_errors():
     assert ifeval.score(doc, "the sun, it shines brightly today") == {
         "prompt_level_strict_acc": 0.0,
         "inst_level_strict_acc": [0.0, 1.0],
+        "prompt_level_strict_acc_unfiltered": 0.0,
+        "inst_level_strict_acc_unfiltered": [0.0, 1.0],
         "meaningless_rate": 0.0,
     }
     with pytest.raises(ValueError, match="unknown IFEval instruction"):
         ifeval.follow_instructions(["no:such"], [{}], "p", "some fine text here")
     with pytest.raises(ValueError, match="2 instructions but 1 kwargs"):
         ifeval.follow_instructions(["punctuation:no_comma"] * 2, [{}], "p", "some fine text here")
+
+
+def test_two_responses_is_capped_by_the_filter_but_scored_unfiltered():
+    """``combination:two_responses`` needs a ``******`` separator, a run of 6 that the paper's filter
+    rejects: the paper's metric can never pass it, the unfiltered one reads the official checker."""
+    doc = {"prompt": "p", "instruction_id_list": ["combination:two_responses"], "kwargs": [{}]}
+    good = "God is called the Creator.\n******\nSome call God the Almighty."
+    assert ifeval.check_instructions(doc["instruction_id_list"], doc["kwargs"], "p", good) == [True]
+    assert ifeval.score(doc, good) == {
+        "prompt_level_strict_acc": 0.0,
+        "inst_level_strict_acc": [0.0],
+        "prompt_level_strict_acc_unfiltered": 1.0,
+        "inst_level_strict_acc_unfiltered": [1.0],
+        "meaningless_rate": 1.0,
+    }
+    # without the six asterisks the official checker fails it too: no passing answer survives the filter
+    for sep in ("*****", "***", "------"):
+        assert ifeval.check_instructions(["combination:two_responses"], [{}], "p", good.replace("******", sep)) == [
+            False
+        ]
+
+
+def test_unfiltered_scores_meaningless_text_like_the_official_checker():
+    ids, kwargs = ["punctuation:no_comma"], [{}]
+    assert ifeval.check_instructions(ids, kwargs, "p", "aaaaaaaaaaaa") == [True]
+    assert ifeval.follow_instructions(ids, kwargs, "p", "aaaaaaaaaaaa") == [False]
+    assert ifeval.check_instructions(ids, kwargs, "p", "   ") == [False]  # official strict: empty follows nothing
+
+
+_STOCK_PROBE = r"""
+import json, sys
+import langdetect, nltk
+
+DOC = {
+    "key": 1,
+    "prompt": "p",
+    "instruction_id_list": [
+        "change_case:capital_word_frequency",
+        "length_constraints:number_sentences",
+        "language:response_language",
+    ],
+    "kwargs": [
+        {"capital_relation": "at least", "capital_frequency": 2},
+        {"relation": "less than", "num_sentences": 5},
+        {"language": "en"},
+    ],
+}
+RESPONSE = "This is GREAT news for everyone. It is VERY good indeed. We are all happy about it."
+
+
+def stock():
+    from lm_eval.tasks.ifeval import instructions_util, utils
+
+    try:
+        outcome = utils.process_results(DOC, [RESPONSE])
+    except Exception as exc:  # offline without punkt_tab, the stock task fails: that must stay so
+        outcome = type(exc).__name__
+    return {
+        "outcome": outcome,
+        "util_nltk_is_nltk": instructions_util.nltk is nltk,
+        "sentence_tokenizer_module": instructions_util._get_sentence_tokenizer.__module__,
+        "langdetect_seed": langdetect.DetectorFactory.seed,
+        "download_is_nltk": nltk.download.__module__,
+    }
+
+
+def ours():
+    from lm_eval_achilles.harness.scoring import ifeval
+
+    return ifeval.score(DOC, RESPONSE)
+
+
+order = sys.argv[1]
+out = {}
+if order == "stock-only":
+    out["stock"] = stock()
+elif order == "ours-then-stock":
+    out["ours"] = ours()
+    out["stock"] = stock()
+else:  # stock-then-ours-then-stock
+    out["stock_before"] = stock()
+    out["ours"] = ours()
+    out["stock"] = stock()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _probe(order):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _STOCK_PROBE, order], capture_output=True, text=True, env=env, cwd=root, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_stock_ifeval_task_is_untouched_in_the_same_process():
+    """This package's offline NLTK workaround and langdetect seed live in its own copy of lm-eval's
+    checkers: lm-eval's ``ifeval`` task, before or after ours in one process, behaves as without us."""
+    alone = _probe("stock-only")["stock"]
+    assert alone["util_nltk_is_nltk"] and alone["langdetect_seed"] is None
+    assert alone["sentence_tokenizer_module"] == "lm_eval.tasks.ifeval.instructions_util"
+    after = _probe("ours-then-stock")
+    assert after["stock"] == alone
+    assert after["ours"]["inst_level_strict_acc"] == [1.0, 1.0, 1.0]  # ours works offline
+    both = _probe("stock-then-ours-then-stock")
+    assert both["stock_before"] == alone and both["stock"] == alone
+    assert both["ours"] == after["ours"]

@@ -140,3 +140,61 @@ def test_score_needs_meaningful_response():
     # correct number but a run of 6 identical characters -> meaningless -> wrong
     assert math500.score("5", "so...... \\boxed{5}")["acc"] == 0.0
     assert math500.score("5", r"The result is \boxed{6}")["acc"] == 0.0
+
+
+HUGE_ANSWERS = [
+    "9**9**9",  # 9^(9^9): a 370-million-digit integer
+    "10**-9**9",
+    "(9**9)**9**9",
+    "sqrt(9**9**9)",
+    "x**9**9**9",
+    "E**(10**7)",
+    "2**20000",
+    "99999999!",  # factorials are computed while parsing
+    "N(E,9**9)",  # so are most function calls (here: 387 million digits of e)
+    "1<<99999999999",  # any Python operator beyond arithmetic
+    "1e999999999**2",  # mpmath expands the decimal exponent into an exact integer
+]
+
+
+@pytest.mark.parametrize("gold", [r"\sqrt{2}", "3.5", r"\pi"])
+@pytest.mark.parametrize("pred", HUGE_ANSWERS)
+def test_huge_numbers_are_rejected_before_sympy_computes_them(pred, gold):
+    """Against a non-integer gold these answers reach level 3; the bound rejects them at once instead
+    of leaving them to the 5-second limit (which cannot stop a big-integer operation in C, and off the
+    main thread leaves the work running in an abandoned thread)."""
+    assert grade("2**(1/2)", r"\sqrt{2}").correct  # sympy imported and warm
+    start = time.perf_counter()
+    assert not grade(pred, gold).correct
+    assert time.perf_counter() - start < 0.25
+
+
+def test_huge_numbers_are_rejected_quickly_off_the_main_thread_too():
+    threads_before = threading.active_count()
+    box = {}
+
+    def worker():
+        start = time.perf_counter()
+        box["result"] = [math500.sympy_equal(r"sqrt(2)", pred) for pred in HUGE_ANSWERS]
+        box["seconds"] = time.perf_counter() - start
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert box["result"] == [False] * len(HUGE_ANSWERS) and box["seconds"] < 1.0
+    assert threading.active_count() == threads_before  # no abandoned sympy thread left computing
+
+
+def test_height_bound_keeps_ordinary_powers():
+    from sympy.parsing.sympy_parser import parse_expr
+
+    assert math500.height_log10(parse_expr("2**10 + 3/4", evaluate=False)) == pytest.approx(
+        3.010 + (0.477 + 0.602) + 0.301, abs=0.01
+    )  # 1024, 3 * 4^-1, Add
+    assert math500.height_log10(parse_expr("x**100 + sqrt(2)", evaluate=False)) is None  # symbolic: no bound
+    with pytest.raises(math500.TooLarge):
+        math500.height_log10(parse_expr("9**9**9", evaluate=False))
+    assert grade("2**(1/2)", r"\sqrt{2}").level == "sympy"
+    assert grade("(1/2)**10", r"\frac{1}{1024}").correct
+    assert grade("5!/4", "30").correct is False  # integer vs non-integer never reaches sympy
+    assert math500.sympy_equal("30", "5!/4")

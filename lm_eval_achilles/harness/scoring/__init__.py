@@ -6,7 +6,8 @@ unit-tested on plain strings and reused outside lm-eval:
 - ``quality``    the two response-quality ("meaningful") filters (docs/protocols.md, "The quality filter")
 - ``mmlu_pro``   prompt + strict "The answer is (X)" extraction
 - ``gpqa``       MD5-seeded choice shuffle + prompt + three-step extraction
-- ``humaneval``  code extraction
+- ``humaneval``  code extraction and the pass@1 program
+- ``code_exec``  running that program (opt-in only) in a fresh interpreter with ``code_eval``'s guard
 - ``math500``    answer extraction (nested ``\\boxed{}``) + three-level grading with sympy under a time limit
 - ``simpleqa``   prompt, first-line answer, normalisation, contains/exact match
 - ``mgsm``       six-category reasoning score, numeric extraction, gold from ``answer_number``

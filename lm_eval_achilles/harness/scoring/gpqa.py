@@ -7,7 +7,8 @@ towards A -- a different order would change the baseline score.
 
 Following the paper (docs/protocols.md), the standard quality filter runs *before* extraction:
 a meaningless response is wrong. ``acc`` uses all three extraction steps; ``acc_strict`` counts only
-answers given in the "The answer is (X)" format (no lone-letter or digit fallbacks).
+answers given in the "The answer is (X)" format (no lone-letter or digit fallbacks), with the letter
+standing alone (:func:`strict_choice`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from lm_eval_achilles.harness.scoring.quality import is_meaningful
 LETTERS = "ABCD"
 INSTRUCTION = '\n\nPlease provide your answer as "The answer is (X)" where X is the correct option letter.'
 ANSWER_IS_RE = re.compile(r"ANSWER IS \(?([ABCD])\)?")
+#: ``acc_strict``: "answer is" followed by a letter that stands alone -- ``(X)`` in any case, an upper-case
+#: X not followed by a letter or digit, or a lower-case x that ends the sentence or line -- so that
+#: "the answer is because ..." is not (B) and "the answer is a hard one" is not (A).
+STRICT_RE = re.compile(
+    r"(?i:answer is) (?:\(([A-Da-d])\)|([A-D])(?![A-Za-z0-9])|([a-d])(?=[.,;:!?]|[ \t]*$))", re.MULTILINE
+)
 
 
 def shuffle_seed(record_id: str) -> int:
@@ -98,12 +105,26 @@ def extract_choice(response: str, n_choices: int = 4) -> Extraction:
     return Extraction(-1, "none")
 
 
+def strict_choice(response: str, n_choices: int = 4) -> int:
+    """Index of the first "answer is X" whose letter stands alone (:data:`STRICT_RE`), or -1.
+
+    Unlike step 1 of :func:`extract_choice` (the paper's, kept for ``acc``), this does not upper-case
+    the text first, so a word that merely starts with A-D is never read as a letter. A letter beyond
+    the number of choices gives no prediction."""
+    hit = STRICT_RE.search((response or "").strip())
+    if not hit:
+        return -1
+    index = ord(next(g for g in hit.groups() if g).upper()) - ord("A")
+    return index if index < min(n_choices, 4) else -1
+
+
 def score(choices: Sequence[str], gold: int, response: str) -> dict[str, float]:
     meaningful = is_meaningful(response)
     ext = extract_choice(response, len(choices)) if meaningful else Extraction(-1, "none")
     ok = 0 <= ext.index < len(choices) and ext.index == gold
+    strict = strict_choice(response, len(choices)) if meaningful else -1
     return {
         "acc": float(ok),
-        "acc_strict": float(ok and ext.method == "answer_is"),
+        "acc_strict": float(strict == gold),
         "meaningless_rate": float(not meaningful),
     }

@@ -5,14 +5,24 @@ function definition can be pulled out (Table 2 values equal the reference code's
 which it counts regardless of the quality filter). ``extraction_rate`` reproduces that;
 ``extraction_rate_meaningful`` additionally requires the standard quality filter, as the paper's
 text describes (it rejects most nested code because 8 spaces of indentation are a run > 5).
-Functional correctness (pass@1) is not part of the paper's protocol and is not computed here.
+
+Functional correctness (``pass_at_1``) is not part of the paper's protocol; it is added, computed only
+when the user opts in to executing model-written code (:mod:`.code_exec`), on the program
+:func:`check_program` builds.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
+from lm_eval_achilles.harness.scoring import code_exec
 from lm_eval_achilles.harness.scoring.quality import is_meaningful
+
+#: lm-eval's ``humaneval`` task stops generation here; this task generates without stop sequences, so
+#: a completion that continues the prompt is cut at these (and at a closing code fence) before running
+CONTINUATION_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n```")
 
 FENCE_PATTERNS = (
     re.compile(r"```python\n(.*?)\n```", re.DOTALL),
@@ -55,11 +65,45 @@ def extract_code(response: str) -> str:
     return ""
 
 
-def score(response: str) -> dict[str, float]:
+def completion(doc: Mapping[str, Any], response: str) -> str:
+    """What follows the prompt in the executed program.
+
+    If the extracted code defines the entry point (``def <entry_point>(``), that code: placed after the
+    prompt, it replaces the prompt's docstring-only definition while keeping the prompt's imports and
+    helper functions. Otherwise the response read as a continuation of the prompt (the usual HumanEval
+    setting, where the model writes the function body), cut at :data:`CONTINUATION_STOPS`."""
+    code = extract_code(response)
+    if code and re.search(rf"^\s*def\s+{re.escape(doc['entry_point'])}\s*\(", code, re.MULTILINE):
+        return "\n" + code + "\n"
+    text = response or ""
+    cut = min((i for i in (text.find(stop) for stop in CONTINUATION_STOPS) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def check_program(doc: Mapping[str, Any], response: str) -> str:
+    """prompt + completion + the problem's ``test`` + ``check(entry_point)``, as ``code_eval`` runs it."""
+    return doc["prompt"] + completion(doc, response) + "\n" + doc["test"] + "\n" + f"check({doc['entry_point']})"
+
+
+def pass_at_1(doc: Mapping[str, Any], response: str, timeout: float = code_exec.TIMEOUT) -> float:
+    """1.0 if the program passes the problem's tests within ``timeout`` seconds (one greedy sample, so
+    pass@1 is the mean of this over problems). Executes model-written code: callers check the opt-in."""
+    return float(code_exec.run_program(check_program(doc, response), timeout).passed)
+
+
+def score(
+    response: str, doc: Mapping[str, Any] | None = None, execute: bool = False, timeout: float = code_exec.TIMEOUT
+) -> dict[str, float]:
+    """Extraction metrics; with ``execute`` (the user opted in) and the problem ``doc``, also ``pass_at_1``."""
     code = extract_code(response)
     meaningful = is_meaningful(response)
-    return {
+    out = {
         "extraction_rate": float(bool(code)),
         "extraction_rate_meaningful": float(bool(code) and meaningful),
         "meaningless_rate": float(not meaningful),
     }
+    if execute:
+        if doc is None or not doc.get("test"):
+            raise ValueError("pass_at_1 needs the problem's 'test' and 'entry_point' fields")
+        out["pass_at_1"] = pass_at_1(doc, response, timeout)
+    return out

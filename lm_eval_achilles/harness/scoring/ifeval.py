@@ -12,6 +12,10 @@ When ``punkt_tab`` is not installed, this module skips the download attempt (no 
 scoring function) and gives the checkers a parameter-free ``PunktSentenceTokenizer()``, which needs
 no data files. :func:`sentence_splitter` says which one is in use. Install the real one with
 ``python -m nltk.downloader punkt_tab`` to get exactly the official behaviour.
+
+All of this happens in a private copy of lm-eval's checker modules (:func:`_load_private_checkers`),
+and langdetect is seeded only while a check runs: lm-eval's own ``ifeval`` task in the same process
+is left exactly as it would be without this package.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ def _punkt_tab_installed() -> bool:
 
 
 class _NltkWithOfflineWordTokenize:
-    """Stands in for the ``nltk`` module inside lm-eval's ``instructions_util`` only: everything is
-    the real module except ``word_tokenize``, which splits sentences with an untrained Punkt model."""
+    """Stands in for the ``nltk`` module inside this package's copy of ``instructions_util`` only:
+    everything is the real module except ``word_tokenize``, which splits sentences with an untrained
+    Punkt model."""
 
     def __init__(self, real, word_tokenize):
         self._real = real
@@ -67,31 +72,84 @@ def _install_offline_tokenizers(util) -> None:
     util.nltk = _NltkWithOfflineWordTokenize(nltk, word_tokenize)
 
 
+_MODULES = ("instructions_util", "instructions", "instructions_registry")  # in import order
+_PRIVATE_PREFIX = "lm_eval_achilles._lm_eval_ifeval."
+
+
+def _load_private_checkers(offline: bool):
+    """lm-eval's three IFEval modules, executed again as this package's own copies.
+
+    ``instructions`` and ``instructions_registry`` import their siblings with absolute imports, so
+    while the copies run, ``lm_eval.tasks.ifeval.<name>`` points at the copy (in ``sys.modules`` and
+    on the package) and is put back right after. lm-eval's shared modules are never imported or
+    patched here: the stock ``ifeval`` task in the same process sees exactly what it would see
+    without this package. ``offline``: the copy's import-time ``nltk.download`` is skipped."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import lm_eval.tasks.ifeval as package  # a namespace package: no code runs
+    import nltk
+
+    folder = Path(next(iter(package.__path__)))
+    missing = object()
+    saved = {n: (sys.modules.get(f"{package.__name__}.{n}", missing), getattr(package, n, missing)) for n in _MODULES}
+    copies = {}
+    original_download = nltk.download
+    try:
+        if offline:  # the copy would try the network, then print "Downloaded punkt_tab" regardless
+            nltk.download = lambda *args, **kwargs: False
+        for name in _MODULES:
+            spec = importlib.util.spec_from_file_location(_PRIVATE_PREFIX + name, folder / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[f"{package.__name__}.{name}"] = module
+            setattr(package, name, module)
+            with contextlib.redirect_stdout(io.StringIO()):
+                spec.loader.exec_module(module)
+            copies[name] = module
+    finally:
+        nltk.download = original_download
+        for name, (in_modules, on_package) in saved.items():
+            key = f"{package.__name__}.{name}"
+            if in_modules is missing:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = in_modules
+            if on_package is missing:
+                if hasattr(package, name):
+                    delattr(package, name)
+            else:
+                setattr(package, name, on_package)
+    return copies
+
+
 def registry():
-    """lm-eval's ``INSTRUCTION_DICT``, imported once, offline-safe."""
+    """``INSTRUCTION_DICT`` of this package's private copy of lm-eval's checkers, built once, offline-safe."""
     with _LOCK:
         if "registry" in _STATE:
             return _STATE["registry"]
-        import langdetect
-        import nltk
-
         installed = _punkt_tab_installed()
-        if installed:
-            from lm_eval.tasks.ifeval import instructions_registry, instructions_util  # noqa: F401
-        else:
-            original = nltk.download
-            nltk.download = lambda *args, **kwargs: False  # lm-eval would try the network at import
-            try:  # and would then print "Downloaded punkt_tab" although nothing was downloaded
-                with contextlib.redirect_stdout(io.StringIO()):
-                    from lm_eval.tasks.ifeval import instructions_registry, instructions_util
-            finally:
-                nltk.download = original
-            _install_offline_tokenizers(instructions_util)
-        # langdetect is randomised unless seeded; seed it so language checks are reproducible
-        langdetect.DetectorFactory.seed = 0
+        copies = _load_private_checkers(offline=not installed)
+        if not installed:
+            _install_offline_tokenizers(copies["instructions_util"])
         _STATE["splitter"] = "punkt_tab" if installed else "PunktSentenceTokenizer() (untrained, offline)"
-        _STATE["registry"] = instructions_registry.INSTRUCTION_DICT
+        _STATE["registry"] = copies["instructions_registry"].INSTRUCTION_DICT
         return _STATE["registry"]
+
+
+@contextlib.contextmanager
+def _seeded_langdetect():
+    """langdetect is randomised unless seeded: seed it while this package's checks run, so language
+    checks are reproducible, and put the process-wide setting back afterwards."""
+    import langdetect
+
+    with _LOCK:
+        previous = langdetect.DetectorFactory.seed
+        langdetect.DetectorFactory.seed = 0
+        try:
+            yield
+        finally:
+            langdetect.DetectorFactory.seed = previous
 
 
 def sentence_splitter() -> str:
@@ -100,20 +158,18 @@ def sentence_splitter() -> str:
     return _STATE["splitter"]
 
 
-def follow_instructions(
+def check_instructions(
     instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any] | None], prompt: str, response: str
 ) -> list[bool]:
-    """Strict check of each instruction on the stripped response.
+    """The official strict checkers alone (no quality filter), on the stripped response.
 
     ``None`` kwargs (the hub schema fills every unused key with None) are dropped before building the
-    checker; an instruction that takes the prompt gets it. A meaningless response follows nothing.
+    checker; an instruction that takes the prompt gets it.
     """
     table = registry()
     if len(kwargs_list) != len(instruction_ids):
         raise ValueError(f"IFEval record has {len(instruction_ids)} instructions but {len(kwargs_list)} kwargs")
     text = (response or "").strip()
-    if not is_meaningful(text):
-        return [False] * len(instruction_ids)
     out = []
     for iid, kwargs in zip(instruction_ids, kwargs_list):
         if iid not in table:
@@ -123,14 +179,32 @@ def follow_instructions(
         args = checker.get_instruction_args()
         if args and "prompt" in args:
             checker.build_description(prompt=prompt)
-        out.append(bool(checker.check_following(text)))
+        with _seeded_langdetect():
+            out.append(bool(text) and bool(checker.check_following(text)))
     return out
 
 
+def follow_instructions(
+    instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any] | None], prompt: str, response: str
+) -> list[bool]:
+    """The paper's protocol: :func:`check_instructions`, except that a meaningless response follows nothing."""
+    followed = check_instructions(instruction_ids, kwargs_list, prompt, response)
+    return followed if is_meaningful(response) else [False] * len(followed)
+
+
 def score(doc: Mapping[str, Any], response: str) -> dict[str, object]:
-    followed = follow_instructions(doc["instruction_id_list"], doc["kwargs"], doc["prompt"], response)
+    """The paper's metrics (quality filter first) and the official checkers' score without the filter.
+
+    The filter rejects any run of 6 identical characters, so instructions whose only passing answers
+    contain one (``combination:two_responses`` needs ``******``) can never pass under the paper's
+    metric; the ``*_unfiltered`` metrics show what the checkers alone say (docs/protocols.md)."""
+    raw = check_instructions(doc["instruction_id_list"], doc["kwargs"], doc["prompt"], response)
+    meaningful = is_meaningful(response)
+    followed = raw if meaningful else [False] * len(raw)
     return {
         "prompt_level_strict_acc": float(all(followed)),
         "inst_level_strict_acc": [float(x) for x in followed],
-        "meaningless_rate": float(not is_meaningful(response)),
+        "prompt_level_strict_acc_unfiltered": float(all(raw)),
+        "inst_level_strict_acc_unfiltered": [float(x) for x in raw],
+        "meaningless_rate": float(not meaningful),
     }

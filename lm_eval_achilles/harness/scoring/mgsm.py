@@ -8,7 +8,8 @@ Differences from the reference code, deliberate (docs/protocols.md):
 - the gold answer comes from ``answer_number`` (the code read ``answer``, which is "NULL" in the
   dataset, so its accuracy was always 0);
 - thousands separators ("1,250") are removed before number extraction;
-- rates are over all responses: a meaningless response has no reasoning and no answer.
+- rates are over all responses: a meaningless response has no reasoning and no answer;
+  ``reasoning_rate_meaningful`` gives the authors' meaningful-only figure for comparison.
 """
 
 from __future__ import annotations
@@ -105,8 +106,11 @@ def score(doc: Mapping[str, Any], response: str) -> dict[str, float]:
     pred = extract_number(response) if meaningful else None
     gold = gold_number(doc)
     correct = pred is not None and gold is not None and abs(pred - gold) <= 1e-6
+    reasoning = meaningful and has_reasoning(response)
     return {
-        "reasoning_rate": float(meaningful and has_reasoning(response)),
+        "reasoning_rate": float(reasoning),
         "exact_match": float(correct),
+        # the authors' denominator (meaningful responses only), aggregated by ``mean_over_flagged``
+        "reasoning_rate_meaningful": (float(reasoning), meaningful),
         "meaningless_rate": float(not meaningful),
     }
