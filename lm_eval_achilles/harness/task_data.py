@@ -191,22 +191,24 @@ def ppl_tokenizer(**metadata: Any):
     lm-eval merges the model arguments into the task metadata, so ``pretrained=`` / ``tokenizer=``
     reach the task. Order: ``ppl_tokenizer`` (explicit override), ``tokenizer``, ``pretrained``;
     none of them (``achilles_masked`` without ``pretrained``, or a model object passed to
-    ``simple_evaluate``) means the embedded default model.
+    ``simple_evaluate``) means the embedded default model. A named model (``embedded``,
+    ``gemma-3-270m``) means its cached checkpoint.
     """
     from transformers import AutoTokenizer
 
-    from lm_eval_achilles.models.embedded import embedded_model_path, is_embedded
+    from lm_eval_achilles.models.embedded import lookup, model_path
 
     name = metadata.get("ppl_tokenizer") or metadata.get("tokenizer") or metadata.get("pretrained")
     kwargs: dict[str, Any] = {}
-    if not isinstance(name, (str, os.PathLike)) or is_embedded(str(name)):
+    named = lookup(name) if isinstance(name, str) or name is None else lookup(None)
+    if not isinstance(name, (str, os.PathLike)) or named is not None:
         if name is None:
             warnings.warn(
                 "perplexity task: no pretrained/tokenizer in the model arguments; cutting texts with the "
                 "embedded model's tokenizer (pass --metadata '{\"ppl_tokenizer\": NAME}' otherwise)",
                 stacklevel=2,
             )
-        name = str(embedded_model_path())
+        name = str(model_path(named))
     else:
         name = str(name)
         if metadata.get("gguf_file") and name == str(metadata.get("pretrained")) and not metadata.get("tokenizer"):
