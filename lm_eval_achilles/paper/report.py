@@ -215,10 +215,10 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     c = mask.critical
     name = model_name or mask.model.name_or_path
-    if name == "embedded":
-        from lm_eval_achilles.models.embedded import DISPLAY_NAME
+    from lm_eval_achilles.models.embedded import NAMED_MODELS
 
-        name = DISPLAY_NAME
+    if name in NAMED_MODELS:  # a short name recorded in the mask file: show the full one
+        name = NAMED_MODELS[name].display_name
     eps = float(mask.locator.get("epsilon", 1.0))
     found = c.size > 0
     n_crit = len(mask.neurons) if found else None
