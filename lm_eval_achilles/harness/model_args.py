@@ -13,7 +13,7 @@ from typing import Any
 from lm_eval_achilles import defaults
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
-from lm_eval_achilles.locator.mask_file import MaskFile, Neuron, distinct, load_mask
+from lm_eval_achilles.locator.mask_file import SELECTIONS, MaskFile, Neuron, distinct, load_mask
 
 APPLY_MODES = ("hooks", "fold")
 
@@ -44,6 +44,7 @@ class MaskingSpec:
     top_n: int | None = None
     scale: float = 0.0
     apply: str = "hooks"
+    select: str = "critical"
     locate: bool = False
     locate_params: dict[str, Any] = field(default_factory=dict)
     allow_fingerprint_mismatch: bool = False
@@ -56,6 +57,7 @@ class MaskingSpec:
         top_n=None,
         scale=0.0,
         apply="hooks",
+        select="critical",
         locate=False,
         locate_text=None,
         locate_alpha=defaults.ALPHA,
@@ -68,6 +70,11 @@ class MaskingSpec:
         apply = str(apply)
         if apply not in APPLY_MODES:
             raise AchillesError(f"unknown apply={apply!r}; choose hooks or fold")
+        select = str(select)
+        if select not in SELECTIONS:
+            raise AchillesError(f"unknown select={select!r}; choose critical or minimal")
+        if select == "minimal" and top_n not in (None, 0):
+            raise AchillesError(f"give either top_n={top_n} or select=minimal, not both")
         locate = _as_bool(locate, "locate")
         if mask and locate:
             raise AchillesError("give either mask=PATH or locate=true, not both")
@@ -81,6 +88,7 @@ class MaskingSpec:
             top_n=top_n,
             scale=_as_number(scale, "scale"),
             apply=apply,
+            select=select,
             locate=locate,
             allow_fingerprint_mismatch=_as_bool(allow_fingerprint_mismatch, "allow_fingerprint_mismatch"),
             locate_params={
@@ -89,11 +97,13 @@ class MaskingSpec:
                 "samples": _as_number(locate_samples, "locate_samples", int),
                 "epsilon": _as_number(locate_epsilon, "locate_epsilon"),
                 "seed": _as_number(locate_seed, "locate_seed", int),
+                **({"minimize": True} if select == "minimal" else {}),
             },
         )
         if spec.mask_path:
             spec.mask_file = load_mask(spec.mask_path)
-            spec.mask_file.select(top_n)  # top_n beyond the ranking fails here, before loading the model
+            # top_n beyond the ranking, or select=minimal on a mask without one, fails here, before loading
+            spec.mask_file.select(top_n, select)
         return spec
 
     @property
@@ -111,7 +121,7 @@ class MaskingSpec:
         if self.locate:
             self.mask_file, self.mask_path = locate_cached(loaded, self.locate_params)
         check_fingerprint(self.mask_file, fingerprint(loaded.model), self.allow_fingerprint_mismatch)
-        neurons = distinct(self.mask_file.select(self.top_n))
+        neurons = distinct(self.mask_file.select(self.top_n, self.select))
         if not neurons:
             raise AchillesError(f"the mask {self.mask_path} selects no neurons (empty critical set); pass top_n=K")
         validate_neurons(loaded.model, neurons)
@@ -124,6 +134,7 @@ class MaskingSpec:
             "mask_file": self.mask_path,
             "mask_sha256": file_sha256(self.mask_path) if self.mask_path else None,
             "top_n": self.top_n,
+            "select": self.select,
             "n_channels": len(neurons),
             "modules": sorted({n.module for n in neurons}),
             "scale": self.scale,
@@ -167,6 +178,7 @@ def locate_cached(loaded, params: dict[str, Any]) -> tuple[MaskFile, str]:
         epsilon=params["epsilon"],
         config=RankerConfig(alpha=params["alpha"], samples=params["samples"], seed=params["seed"]),
         dtype=dtype,
+        minimize=bool(params.get("minimize")),
     )
     save_mask(mask, path)
     return mask, str(path)
