@@ -20,6 +20,9 @@ def add_arguments(p):
         "min_delta": "holds if Delta = log10(PPL_masked/PPL_original) of the critical set is >= X",
         "max_delta": "holds if Delta of the critical set is <= X",
         "max_baseline_ppl": "holds if the unmasked probe perplexity is <= X",
+        "min_minimal_size": "holds if the minimal set (locate --minimize) has at least N neurons "
+        "(or no critical set was found)",
+        "max_minimal_size": "holds if a minimal set of at most N neurons was found",
     }
     for name, (flag, kind, _) in MASK_RULES.items():
         # checked (count >= 0 / finite number) by run_check, the one place the CLI and the API go through

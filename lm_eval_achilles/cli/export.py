@@ -17,6 +17,12 @@ def add_arguments(p):
         default=None,
         help="fold the first N ranked neurons instead of the critical set",
     )
+    p.add_argument(
+        "--select",
+        default="critical",
+        choices=["critical", "minimal"],
+        help="fold the paper's critical set or the minimal set of `locate --minimize`",
+    )
     p.add_argument("--scale", type=finite_float, default=0.0, help="masked channels are multiplied by this (beta)")
     p.add_argument("--allow-fingerprint-mismatch", action="store_true")
     p.add_argument("--out", required=True, help="output folder")
@@ -30,7 +36,11 @@ def run(args) -> int:
     from lm_eval_achilles.validate import check_output
 
     spec = MaskingSpec.from_args(
-        mask=args.mask, top_n=args.top_n, scale=args.scale, allow_fingerprint_mismatch=args.allow_fingerprint_mismatch
+        mask=args.mask,
+        top_n=args.top_n,
+        select=args.select,
+        scale=args.scale,
+        allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
     out = check_output(args.out)
     if out.is_dir() and any(out.iterdir()):

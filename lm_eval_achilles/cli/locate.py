@@ -51,12 +51,28 @@ def add_arguments(p):
     p.add_argument(
         "--ranking-size", type=positive_int, default=defaults.RANKING_SIZE, help="ranked entries kept in the file"
     )
+    p.add_argument(
+        "--minimize",
+        action="store_true",
+        help="after the paper's prefix, search a smaller verified-minimal set that still crosses epsilon "
+        "(stored as 'minimal' beside 'critical'; docs/method.md)",
+    )
+    p.add_argument(
+        "--max-evals",
+        type=positive_int,
+        default=None,
+        help="--minimize budget: at most this many candidate sets evaluated (default: no limit)",
+    )
     p.add_argument("--out", required=True, help="mask file to write (JSON)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
+    from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.locator.locate import check_arguments, locate
+
+    if args.max_evals is not None and not args.minimize:
+        raise AchillesError(f"--max-evals {args.max_evals} needs --minimize")
     from lm_eval_achilles.locator.mask_file import save_mask
     from lm_eval_achilles.locator.rankers import RankerConfig
     from lm_eval_achilles.locator.summary import print_locate_summary
@@ -89,6 +105,8 @@ def run(args) -> int:
         modules=args.modules,
         scale=args.scale,
         dtype=args.dtype,
+        minimize=args.minimize,
+        max_evals=args.max_evals,
     )
     path = save_mask(mask, args.out)
     print_locate_summary(mask, loaded.display_name, path)

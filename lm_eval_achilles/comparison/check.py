@@ -16,6 +16,11 @@ Rules on a **mask file** (``achilles locate`` output):
 ``--max-delta X``          Delta <= X ("masking the set must not blow perplexity up by more than
                            X orders of magnitude").
 ``--max-baseline-ppl X``   the unmasked perplexity on the probe text is <= X.
+``--min-minimal-size N``   the minimal set (``achilles locate --minimize``) has at least N neurons:
+                           the stricter robustness gate, since the prefix can overshoot. Holds
+                           when no critical set was found (as ``--min-critical-size``); a mask
+                           with a critical set but no minimal set is bad input (exit 2).
+``--max-minimal-size N``   a minimal set exists and has at most N neurons.
 =========================  =====================================================================
 
 Rules on a **comparison** (``comparison.json`` or its folder, from ``achilles compare``/``demo``);
@@ -54,6 +59,8 @@ MASK_RULES = {
     "min_delta": ("--min-delta", float, "Delta >= {v}"),
     "max_delta": ("--max-delta", float, "Delta <= {v}"),
     "max_baseline_ppl": ("--max-baseline-ppl", float, "baseline perplexity <= {v}"),
+    "min_minimal_size": ("--min-minimal-size", int, "minimal set size >= {v}"),
+    "max_minimal_size": ("--max-minimal-size", int, "minimal set size <= {v}"),
 }
 COMPARISON_RULES = {
     "min_masked_score": ("--min-masked-score", "masked {m} of {t} >= {v}"),
@@ -131,6 +138,20 @@ def _mask_rule(name: str, value: float, mask: MaskFile) -> tuple[bool, str]:
         return c.delta <= value, f"Delta {c.delta:.3f} <= {value}"
     if name == "max_baseline_ppl":
         return c.baseline_ppl <= value, f"baseline perplexity {c.baseline_ppl:.4g} <= {value}"
+    if name in ("min_minimal_size", "max_minimal_size"):
+        if not found:
+            return name == "min_minimal_size", f"no critical set found ({c.stopping_reason}), so no minimal set"
+        if mask.minimal is None:
+            raise AchillesError(
+                f"{MASK_RULES[name][0]} needs a minimal set, and this mask file has none "
+                "(write one with `achilles locate --minimize`)"
+            )
+        m = mask.minimal
+        n = len(m.neurons)
+        note = "" if m.verified_minimal else f" (not verified minimal: {m.stopping_reason})"
+        if name == "min_minimal_size":
+            return n >= value, f"minimal set size {n} >= {value}{note}"
+        return n <= value, f"minimal set size {n} <= {value}{note}"
     raise AssertionError(name)
 
 

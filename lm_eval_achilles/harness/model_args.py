@@ -13,7 +13,7 @@ from typing import Any
 from lm_eval_achilles import defaults
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
-from lm_eval_achilles.locator.mask_file import MaskFile, Neuron, distinct, load_mask
+from lm_eval_achilles.locator.mask_file import SELECTIONS, MaskFile, Neuron, distinct, load_mask
 from lm_eval_achilles.validate import as_bool, as_float, as_int, as_text
 
 APPLY_MODES = ("hooks", "fold")
@@ -27,7 +27,7 @@ LOCATE_DEFAULTS = {
     "locate_seed": defaults.SEED,
 }
 #: Every model argument this package adds to HFLM's.
-SPEC_ARGS = ("mask", "top_n", "scale", "apply", "locate", *LOCATE_DEFAULTS, "allow_fingerprint_mismatch")
+SPEC_ARGS = ("mask", "top_n", "select", "scale", "apply", "locate", *LOCATE_DEFAULTS, "allow_fingerprint_mismatch")
 
 
 def check_arg_names(names, passthrough=()) -> None:
@@ -51,6 +51,7 @@ class MaskingSpec:
     top_n: int | None = None
     scale: float = 0.0
     apply: str = "hooks"
+    select: str = "critical"
     locate: bool = False
     locate_params: dict[str, Any] = field(default_factory=dict)
     allow_fingerprint_mismatch: bool = False
@@ -63,6 +64,7 @@ class MaskingSpec:
         top_n=None,
         scale=0.0,
         apply="hooks",
+        select="critical",
         locate=False,
         locate_text=None,
         locate_alpha=None,
@@ -79,6 +81,11 @@ class MaskingSpec:
         apply = str(apply)
         if apply not in APPLY_MODES:
             raise AchillesError(f"unknown apply={apply!r}; choose hooks or fold")
+        select = str(select)
+        if select not in SELECTIONS:
+            raise AchillesError(f"unknown select={select!r}; choose critical or minimal")
+        if select == "minimal" and top_n not in (None, 0):
+            raise AchillesError(f"give either top_n={top_n} or select=minimal, not both")
         locate = as_bool(locate, "locate")
         if mask is not None:
             mask = as_text(mask if isinstance(mask, str) else str(mask), "mask")
@@ -103,6 +110,7 @@ class MaskingSpec:
             top_n=top_n,
             scale=as_float(scale, "scale"),
             apply=apply,
+            select=select,
             locate=locate,
             allow_fingerprint_mismatch=as_bool(allow_fingerprint_mismatch, "allow_fingerprint_mismatch"),
             locate_params={
@@ -111,11 +119,13 @@ class MaskingSpec:
                 "samples": as_int(params["locate_samples"], "locate_samples", minimum=1),
                 "epsilon": as_float(params["locate_epsilon"], "locate_epsilon", positive=True),
                 "seed": as_int(params["locate_seed"], "locate_seed", minimum=0),
+                **({"minimize": True} if select == "minimal" else {}),
             },
         )
         if spec.mask_path:
             spec.mask_file = load_mask(spec.mask_path)
-            spec.mask_file.select(top_n)  # top_n beyond the ranking fails here, before loading the model
+            # top_n beyond the ranking, or select=minimal on a mask without one, fails here, before loading
+            spec.mask_file.select(top_n, select)
         return spec
 
     @property
@@ -150,7 +160,7 @@ class MaskingSpec:
         from lm_eval_achilles.models.loading import fingerprint
 
         check_fingerprint(self.mask_file, fingerprint(model), self.allow_fingerprint_mismatch, weights)
-        neurons = distinct(self.mask_file.select(self.top_n))
+        neurons = distinct(self.mask_file.select(self.top_n, self.select))
         if not neurons:
             raise AchillesError(f"the mask {self.mask_path} selects no neurons (empty critical set); pass top_n=K")
         return neurons
@@ -162,6 +172,7 @@ class MaskingSpec:
             "mask_file": self.mask_path,
             "mask_sha256": file_sha256(self.mask_path) if self.mask_path else None,
             "top_n": self.top_n,
+            "select": self.select,
             "n_channels": len(neurons),
             "modules": sorted({n.module for n in neurons}),
             "scale": self.scale,
@@ -223,6 +234,7 @@ def locate_cached(loaded, params: dict[str, Any]) -> tuple[MaskFile, str]:
         epsilon=params["epsilon"],
         config=RankerConfig(alpha=params["alpha"], samples=params["samples"], seed=params["seed"]),
         dtype=dtype,
+        minimize=bool(params.get("minimize")),
     )
     save_mask(mask, path)
     return mask, str(path)

@@ -12,7 +12,7 @@ from lm_eval_achilles.defaults import EPSILON, MAX_PPL_TOKENS, MAX_STEPS, PROBE_
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
 from lm_eval_achilles.locator.candidates import candidate_modules
-from lm_eval_achilles.locator.mask_file import Critical, MaskFile, ModelInfo
+from lm_eval_achilles.locator.mask_file import Critical, MaskFile, Minimal, ModelInfo
 from lm_eval_achilles.locator.perplexity import encode
 from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
 from lm_eval_achilles.locator.search import SearchResult, greedy_search
@@ -33,11 +33,17 @@ def locate(
     scale: float = 0.0,
     search_batch_size: int = 8,
     dtype: str = "auto",
+    minimize: bool = False,
+    max_evals: int | None = None,
 ) -> MaskFile:
     """Rank neurons with ``method`` on ``text`` (stage 1), then find the critical set on ``test_text``
-    (stage 2; defaults to ``text``, as in the paper)."""
+    (stage 2; defaults to ``text``, as in the paper). ``minimize`` then searches a smaller verified-minimal
+    set (:mod:`~lm_eval_achilles.locator.minimize`, at most ``max_evals`` candidate sets) stored as
+    ``minimal`` beside the paper's ``critical`` set."""
     cfg = config or RankerConfig()
     check_arguments(text, method, test_text, epsilon, step, max_steps, scale)
+    if max_evals is not None:
+        as_int(max_evals, "max_evals", minimum=1)
     model, tok = loaded.model, loaded.tokenizer
     names = candidate_modules(model, modules)
     probe_ids = encode(tok, text, max_tokens=None, what="probe text")
@@ -57,7 +63,21 @@ def locate(
         batch_size=search_batch_size,
         progress=cfg.progress,
     )
-    return to_mask_file(
+    minimal = None
+    if minimize and result.size > 0:
+        minimal = minimal_set(
+            model,
+            test_ids,
+            result,
+            [r.neuron for r in ranking],
+            epsilon=epsilon,
+            scale=scale,
+            batch_size=search_batch_size,
+            max_evals=max_evals,
+            progress=cfg.progress,
+            curve=step == 1 and cfg.granularity == "channel",
+        )
+    mask = to_mask_file(
         loaded,
         ranking,
         result,
@@ -76,7 +96,48 @@ def locate(
             "scale": scale,
             "max_steps": max_steps,
             "probe_tokens": int(probe_ids.shape[1]),
+            **({"minimize": True, "max_evals": max_evals} if minimize else {}),
         },
+    )
+    mask.minimal = minimal
+    return mask
+
+
+def minimal_set(
+    model, test_ids, result: SearchResult, ranking, epsilon, scale, batch_size, max_evals, progress, curve
+) -> Minimal:
+    """Run :func:`~lm_eval_achilles.locator.minimize.minimize` from the critical prefix of ``result``;
+    with ``curve`` (step 1, channel granularity) the stage-2 curve orders its first step and seeds its memo."""
+    from lm_eval_achilles.locator.minimize import minimize
+
+    nlls = [nll for _, nll in result.curve] if curve else None
+    if nlls is not None and [n for n, _ in result.curve] != list(range(len(result.curve))):
+        nlls = None
+    res = minimize(
+        model,
+        test_ids,
+        result.neurons,
+        ranking,
+        epsilon,
+        curve_nlls=nlls,
+        baseline=result.baseline_nll,
+        scale=scale,
+        batch_size=batch_size,
+        max_evals=max_evals,
+        progress=progress,
+    )
+    return Minimal(
+        neurons=res.neurons,
+        delta=res.delta,
+        baseline_ppl=res.baseline_ppl,
+        masked_ppl=res.masked_ppl,
+        method=res.method,
+        forward_passes=res.forward_passes,
+        sets_evaluated=res.sets_evaluated,
+        verified_minimal=res.verified_minimal,
+        stopping_reason=res.stopping_reason,
+        seconds=res.seconds,
+        start_size=res.start_size,
     )
 
 

@@ -64,6 +64,34 @@ class Critical:
 
 
 @dataclass
+class Minimal:
+    """A smaller set than the critical prefix that still crosses epsilon (``achilles locate --minimize``,
+    docs/method.md "Minimal set"). Optional in the file: masks written without ``--minimize`` have none."""
+
+    neurons: list[Neuron]
+    delta: float
+    baseline_ppl: float
+    masked_ppl: float
+    method: str  # the search steps used, e.g. "curve+prune+exchange"
+    forward_passes: int  # batched forward passes the search spent (each evaluates up to batch_size sets)
+    sets_evaluated: int = 0  # candidate sets evaluated (batch rows)
+    verified_minimal: bool = True  # its leave-one-out round completed: no single neuron is removable
+    stopping_reason: str = "minimal"  # "minimal" or "budget" (--max-evals reached)
+    seconds: float = 0.0
+    start_size: int = 0  # distinct channels of the critical prefix it started from
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["neurons"] = [{"module": n.module, "channel": n.channel} for n in self.neurons]
+        for key in ("delta", "baseline_ppl", "masked_ppl", "seconds"):
+            d[key] = json_safe(float(d[key]))
+        return d
+
+
+SELECTIONS = ("critical", "minimal")
+
+
+@dataclass
 class MaskFile:
     model: ModelInfo
     locator: dict[str, Any]
@@ -71,9 +99,19 @@ class MaskFile:
     critical: Critical
     neurons: list[Neuron]
     format: str = FORMAT
+    minimal: Minimal | None = None
 
-    def select(self, top_n: int | None = None) -> list[Neuron]:
-        """The neurons to mask: the critical set, or the first ``top_n`` entries of the ranking."""
+    def select(self, top_n: int | None = None, which: str = "critical") -> list[Neuron]:
+        """The neurons to mask: the critical set (``which="critical"``), the minimal set
+        (``which="minimal"``, from ``--minimize``), or the first ``top_n`` entries of the ranking."""
+        if which not in SELECTIONS:
+            raise AchillesError(f"unknown selection {which!r}; choose critical or minimal")
+        if which == "minimal":
+            if top_n is not None:
+                raise AchillesError("give either top_n or select=minimal, not both")
+            if self.minimal is None:
+                raise AchillesError("the mask file has no minimal set; write one with `achilles locate --minimize`")
+            return list(self.minimal.neurons)
         if top_n is None:
             return list(self.neurons)
         if top_n < 0:
@@ -96,6 +134,7 @@ class MaskFile:
             "critical": crit,
             "neurons": [{"module": n.module, "channel": n.channel} for n in self.neurons],
             "ranking": [r.to_json() for r in self.ranking],
+            **({"minimal": self.minimal.to_json()} if self.minimal is not None else {}),
         }
 
 
@@ -172,7 +211,34 @@ def mask_from_json(data: Any, source: str = "mask") -> MaskFile:
     neurons = [_neuron(e, f"{source}: neurons[{i}]") for i, e in enumerate(_need(data, "neurons", list, source))]
     if not neurons and not ranking:
         raise AchillesError(f"{source}: the mask has neither neurons nor a ranking (nothing to mask)")
-    return MaskFile(model=model, locator=locator, ranking=ranking, critical=critical, neurons=neurons)
+    minimal = _minimal(data["minimal"], f"{source}: minimal") if data.get("minimal") is not None else None
+    return MaskFile(model=model, locator=locator, ranking=ranking, critical=critical, neurons=neurons, minimal=minimal)
+
+
+def _minimal(m: Any, where: str) -> Minimal:
+    """The optional ``minimal`` block: required keys checked like ``critical``'s, the rest defaulted."""
+    entries = _need(m, "neurons", list, where)
+    if not entries:
+        raise AchillesError(f"{where}: neurons is empty")
+    optional: dict[str, Any] = {}
+    for key, kind in (
+        ("sets_evaluated", int),
+        ("verified_minimal", bool),
+        ("stopping_reason", str),
+        ("seconds", float),
+        ("start_size", int),
+    ):
+        if key in m:
+            optional[key] = _need(m, key, kind, where)
+    return Minimal(
+        neurons=[_neuron(e, f"{where}: neurons[{i}]") for i, e in enumerate(entries)],
+        delta=_need(m, "delta", float, where),
+        baseline_ppl=_need(m, "baseline_ppl", float, where),
+        masked_ppl=_need(m, "masked_ppl", float, where),
+        method=_need(m, "method", str, where),
+        forward_passes=_need(m, "forward_passes", int, where),
+        **optional,
+    )
 
 
 def load_mask(path: str | os.PathLike) -> MaskFile:

@@ -36,5 +36,14 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
             f"collapse   the masked perplexity is {c.masked_ppl}: the masked model produced non-finite values, "
             "counted as Delta = inf"
         )
+    if mask.minimal is not None:
+        m = mask.minimal
+        proof = "verified minimal" if m.verified_minimal else f"NOT verified minimal ({m.stopping_reason})"
+        print(
+            f"minimal set: {len(m.neurons)} neuron(s), {proof}; Delta = {m.delta:.3f} "
+            f"({m.method}, {m.sets_evaluated} sets in {m.forward_passes} batched forwards, {m.seconds:.1f} s)"
+        )
+        for i, n in enumerate(m.neurons, 1):
+            print(f"  {i:>3}  {n.module:<40} {n.channel:>7}")
     print("curve      " + "  ".join(f"{int(n)}:{fmt(p)}" for n, p in c.curve))
     print(f"wrote      {path}")

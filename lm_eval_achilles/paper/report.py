@@ -252,6 +252,7 @@ def build_report(
             "epsilon": eps,
             "curve": c.curve,
         },
+        "minimal": mask.minimal.to_json() if mask.minimal is not None else None,
         "layer_module": {str(k): v for k, v in sorted(counts.items())},
         "n_layers": n_layers,
     }
@@ -303,7 +304,27 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
         )
     else:
         lines.append(f"**No critical set found** ({c.stopping_reason}); best Δ = {c.delta:.2f}.")
-    rows = [(i, f"`{n.module}`", layer_of(n.module), n.channel) for i, n in enumerate(mask.neurons, 1)]
+    m = mask.minimal
+    if m is not None:
+        proof = "verified minimal" if m.verified_minimal else f"**not** verified minimal ({m.stopping_reason})"
+        lines += [
+            "",
+            f"**Minimal set (`achilles locate --minimize`): {len(m.neurons)} neuron(s)**, {proof} — "
+            f"Δ = {m.delta:.2f} (PPL {fmt(m.baseline_ppl)} → {fmt(m.masked_ppl)}); no single neuron can be "
+            f"removed with Δ staying ≥ ε. Found by {m.method} from the {m.start_size}-channel prefix, "
+            f"{m.sets_evaluated} candidate sets in {m.forward_passes} batched forwards ({m.seconds:.1f} s). "
+            "Marked ★ below.",
+        ]
+    in_min = set(m.neurons) if m is not None else set()
+    rows = [
+        (i, f"`{n.module}`", layer_of(n.module), f"{n.channel}{' ★' if n in in_min else ''}")
+        for i, n in enumerate(mask.neurons, 1)
+    ]
+    rows += [
+        ("★", f"`{n.module}`", layer_of(n.module), f"{n.channel} (beyond the prefix)")
+        for n in (m.neurons if m is not None else [])
+        if n not in set(mask.neurons)
+    ]
     lines += ["", markdown_table(("#", "module", "layer", "channel"), rows, align="rlrr")]
     lines += [
         "",
