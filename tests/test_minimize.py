@@ -207,7 +207,10 @@ def test_report_marks_the_minimal_set(tmp_path):
 
 @pytest.mark.parametrize(
     "argv, needle",
-    [(["--max-evals", "0", "--minimize"], "--max-evals: must be >= 1, got '0'"), (["--max-evals", "10"], "needs --minimize")],
+    [
+        (["--max-evals", "0", "--minimize"], "--max-evals: must be >= 1, got '0'"),
+        (["--max-evals", "10"], "needs --minimize"),
+    ],
 )
 def test_locate_budget_arguments(argv, needle, tmp_path, capsys):
     assert main(["locate", "--out", str(tmp_path / "m.json"), *argv]) == 2
