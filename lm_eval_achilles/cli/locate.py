@@ -8,6 +8,19 @@ from lm_eval_achilles.cli.common import add_model_arguments, load_from_args, rea
 HELP = "locate the critical neurons (the paper's two stages) and write a mask file"
 
 
+def samples_arg(text: str):
+    """``--samples``: an integer >= 1 or ``auto`` (argparse turns the ValueError into a one-line error)."""
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+samples_arg.__name__ = "samples (an integer >= 1 or 'auto')"
+
+
 def add_arguments(p):
     add_model_arguments(p)
     p.add_argument("--text", default=None, help="probe text (default: the paper's Bookends paragraph)")
@@ -17,7 +30,12 @@ def add_arguments(p):
         "--method", default="perturbation", help="perturbation (the paper), activation, gradient, random, keystone"
     )
     p.add_argument("--alpha", type=float, default=defaults.ALPHA, help="noise scale of stage 1")
-    p.add_argument("--samples", type=int, default=defaults.SAMPLES, help="number of noisy samples K")
+    p.add_argument(
+        "--samples",
+        type=samples_arg,
+        default=defaults.SAMPLES,
+        help="number of noisy samples K, or 'auto': stop when the top of the ranking is stable (cap 100)",
+    )
     p.add_argument("--epsilon", type=float, default=defaults.EPSILON, help="threshold in orders of magnitude of PPL")
     p.add_argument("--step", type=int, default=defaults.STEP, help="greedy step size")
     p.add_argument("--max-steps", type=int, default=defaults.MAX_STEPS, help="stage-2 step cap")

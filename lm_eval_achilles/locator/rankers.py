@@ -67,7 +67,7 @@ def rank_scores(scores: Mapping[str, torch.Tensor], k: int, granularity: str = "
 @dataclass
 class RankerConfig:
     alpha: float = ALPHA
-    samples: int = SAMPLES
+    samples: int | str = SAMPLES  # K, or "auto" (locate only: docs/method.md, "Adaptive K")
     seed: int = SEED
     granularity: str = "channel"
     batch_size: int = 25
