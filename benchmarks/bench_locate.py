@@ -1,6 +1,12 @@
-"""Stage-1 overhead, stage-2 time and peak memory of the locator, from one run.
+"""Stage-1 overhead, stage-2 time and peak memory of the locator, from one run; or ``--auto``: the whole
+``achilles locate`` with ``--samples auto`` against K = 100.
 
     python benchmarks/bench_locate.py [--model M] [--device cpu|cuda] [--repeats 3] [--random-init llama-8b]
+    python benchmarks/bench_locate.py --auto [--model M] [--repeats 1]
+
+``--auto`` runs ``locate()`` (both stages, paper parameters) with K = 100 and with ``samples="auto"``,
+interleaved per round in one process, and prints the whole time, the K used and whether the critical
+sets are identical, with the load average next to the times.
 
 Stage 1 is timed against the same K forward passes without hooks (same noisy batches, same
 ``logits_to_keep=1``), interleaved and repeated, medians reported: the ratio is what the streaming
@@ -73,6 +79,50 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def bench_auto(args) -> int:
+    import os
+
+    from lm_eval_achilles.locator.locate import locate
+    from lm_eval_achilles.locator.rankers import RankerConfig
+    from lm_eval_achilles.models.loading import load_model
+
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    runs: dict[str, list] = {"K=100": [], "auto": []}
+    load = [os.getloadavg()]
+    for r in range(args.repeats):
+        for name in ["K=100", "auto"] if r % 2 == 0 else ["auto", "K=100"]:
+            cfg = RankerConfig(samples=100 if name == "K=100" else "auto", progress=False)
+            t = time.perf_counter()
+            mask = locate(loaded, config=cfg)
+            runs[name].append((time.perf_counter() - t, mask))
+        load.append(os.getloadavg())
+    print(f"model {loaded.display_name} on {loaded.device}, torch threads {torch.get_num_threads()}")
+    ref = runs["K=100"][0][1]
+    for name, rs in runs.items():
+        for seconds, mask in rs:
+            same = [(n.module, n.channel) for n in mask.neurons] == [(n.module, n.channel) for n in ref.neurons]
+            print(
+                f"  {name:<6} locate {seconds:7.1f} s   K used {mask.locator['samples_used']:>3}   critical set "
+                f"{len(mask.neurons):>3} channel(s), Delta {mask.critical.delta:.3f}   identical to K=100: {same}"
+            )
+    med = {name: statistics.median(s for s, _ in rs) for name, rs in runs.items()}
+    print(f"  whole-locate time auto / K=100 = {med['auto'] / med['K=100']:.3f} (medians of {args.repeats})")
+    print("  load average (1 min) before and after each round: " + ", ".join(f"{x[0]:.2f}" for x in load))
+    out = {
+        name: [
+            {
+                "seconds": s,
+                "samples_used": m.locator["samples_used"],
+                "neurons": [[n.module, n.channel] for n in m.neurons],
+            }
+            for s, m in rs
+        ]
+        for name, rs in runs.items()
+    }
+    print(json.dumps({"model": loaded.display_name, "runs": out, "load": load}), file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -88,7 +138,10 @@ def main() -> int:
         default=None,
         help="time a randomly initialised Llama of this size instead (speed only; no hub needed)",
     )
+    ap.add_argument("--auto", action="store_true", help="compare locate --samples auto with K = 100 instead")
     args = ap.parse_args()
+    if args.auto:
+        return bench_auto(args)
 
     from lm_eval_achilles.defaults import PROBE_TEXT
     from lm_eval_achilles.locator.candidates import candidate_modules

@@ -162,3 +162,52 @@ def test_search_finds_shortest_prefix(tiny_llama):
 def test_short_probe_warns(embedded):
     with pytest.warns(UserWarning, match="T_min"):
         encode(embedded.tokenizer, "Paris is nice.", what="probe text")
+
+
+# ---- --samples auto --------------------------------------------------------------------------------
+
+
+def test_samples_auto_gives_the_k100_critical_set_with_fewer_samples(embedded, located):
+    auto = locate(
+        embedded, text=PROBE_TEXT, config=RankerConfig(alpha=5, samples="auto", seed=42, progress=False), epsilon=1.0
+    )
+    assert auto.neurons == located.neurons  # the paper's K = 100 critical set
+    used = auto.locator["samples_used"]
+    assert auto.locator["samples"] == "auto" and 20 <= used < 100
+    assert auto.locator["samples_auto"]["stable"] is True and auto.locator["samples_auto"]["cap"] == 100
+    assert located.locator["samples_used"] == 100  # a fixed K records it too
+    assert auto.critical.delta == pytest.approx(located.critical.delta, abs=1e-3)
+
+
+def test_incremental_stage1_draws_the_fixed_k_noise_stream(tiny_llama):
+    """Adding samples a few at a time (as --samples auto does) uses the draws of a fixed-K run: at the cap
+    the scores are those of perturbation_scores with K = cap and the same seed and batch size."""
+    from lm_eval_achilles.locator.perturbation import Perturbation
+
+    ids = torch.tensor([[5, 9, 13, 2, 40, 33, 7]])
+    modules = candidate_modules(tiny_llama)
+    fixed = perturbation_scores(tiny_llama, ids, modules, samples=12, seed=3, batch_size=5, progress=False)
+    state = Perturbation(tiny_llama, ids, modules, seed=3, batch_size=5, cap=12)
+    for n in (3, 4, 2, 10):  # crosses the noise chunks (5, 5, 2) at odd places; the last add stops at the cap
+        state.add(n)
+    assert state.samples == 12
+    inc = state.scores()
+    assert list(inc) == list(fixed)
+    for m in fixed:
+        torch.testing.assert_close(inc[m], fixed[m], rtol=1e-6, atol=1e-6)
+
+
+def test_add_until_stable_stops_on_an_unchanged_top(tiny_llama):
+    from lm_eval_achilles.locator import perturbation as p
+
+    ids = torch.tensor([[5, 9, 13, 2, 40, 33, 7]])
+    state = p.Perturbation(tiny_llama, ids, candidate_modules(tiny_llama), seed=3, batch_size=25, cap=100)
+    history: list = []
+    stable = state.add_until_stable(history, 1, "channel")
+    if stable:  # the top entry was the same at the last three looks, and at least AUTO_MIN samples are in
+        assert state.samples >= p.AUTO_MIN and history[-1][1][:1] == history[-2][1][:1] == history[-3][1][:1]
+        assert state.samples % p.AUTO_CHECK == 0 and len(history) == state.samples // p.AUTO_CHECK
+    else:
+        assert state.samples == 100
+    # a top beyond what the looks record can never be called stable: it runs to the cap
+    assert state.add_until_stable(history, p.AUTO_KEEP + 1, "channel") is False and state.samples == 100

@@ -19,6 +19,11 @@ from lm_eval_achilles.cli.common import (
 HELP = "locate the critical neurons (the paper's two stages) and write a mask file"
 
 
+def samples_arg(text: str):
+    """``--samples``: an integer >= 1 or ``auto``."""
+    return text if text == "auto" else positive_int(text)
+
+
 def add_arguments(p):
     add_model_arguments(p)
     p.add_argument(
@@ -32,7 +37,12 @@ def add_arguments(p):
         "--method", default="perturbation", help="perturbation (the paper), activation, gradient, random, keystone"
     )
     p.add_argument("--alpha", type=positive_float, default=defaults.ALPHA, help="noise scale of stage 1")
-    p.add_argument("--samples", type=positive_int, default=defaults.SAMPLES, help="number of noisy samples K")
+    p.add_argument(
+        "--samples",
+        type=samples_arg,
+        default=defaults.SAMPLES,
+        help="number of noisy samples K, or 'auto': stop when the top of the ranking is stable (cap 100)",
+    )
     p.add_argument(
         "--epsilon", type=positive_float, default=defaults.EPSILON, help="threshold in orders of magnitude of PPL"
     )

@@ -44,25 +44,36 @@ def locate(
     check_arguments(text, method, test_text, epsilon, step, max_steps, scale)
     if max_evals is not None:
         as_int(max_evals, "max_evals", minimum=1)
+    auto = cfg.samples == "auto"
+    if auto and method != "perturbation":
+        raise AchillesError(f"samples=auto applies to the perturbation method only, not {method!r}")
     model, tok = loaded.model, loaded.tokenizer
     names = candidate_modules(model, modules)
     probe_ids = encode(tok, text, max_tokens=None, what="probe text")
-    ranking = get_ranker(method)(model, tok, probe_ids, names, cfg)
-    if not ranking:
-        raise AchillesError("the ranking is empty: no neuron changed under the perturbation")
     test_ids = probe_ids if test_text is None else encode(tok, test_text, MAX_PPL_TOKENS, what="test text")
     test_ids = test_ids[:, :MAX_PPL_TOKENS]
-    result = greedy_search(
-        model,
-        test_ids,
-        [r.neuron for r in ranking],
-        epsilon=epsilon,
-        step=step,
-        max_steps=max_steps,
-        scale=scale,
-        batch_size=search_batch_size,
-        progress=cfg.progress,
-    )
+
+    def search(ranking):
+        if not ranking:
+            raise AchillesError("the ranking is empty: no neuron changed under the perturbation")
+        return greedy_search(
+            model,
+            test_ids,
+            [r.neuron for r in ranking],
+            epsilon=epsilon,
+            step=step,
+            max_steps=max_steps,
+            scale=scale,
+            batch_size=search_batch_size,
+            progress=cfg.progress,
+        )
+
+    if auto:
+        ranking, result, auto_info = adaptive_locate(model, probe_ids, names, cfg, search)
+    else:
+        ranking = get_ranker(method)(model, tok, probe_ids, names, cfg)
+        result = search(ranking)
+        auto_info = {"samples_used": cfg.samples} if method == "perturbation" else {}
     minimal = None
     if minimize and result.size > 0:
         minimal = minimal_set(
@@ -96,11 +107,56 @@ def locate(
             "scale": scale,
             "max_steps": max_steps,
             "probe_tokens": int(probe_ids.shape[1]),
+            **auto_info,
             **({"minimize": True, "max_evals": max_evals} if minimize else {}),
         },
     )
     mask.minimal = minimal
     return mask
+
+
+def adaptive_locate(model, probe_ids, names, cfg: RankerConfig, search):
+    """``--samples auto`` (docs/method.md, "Adaptive K"): stage 1 in looks of a few samples until the ordered
+    top-R of the ranking is unchanged over two successive looks, R = max(AUTO_TOP, AUTO_MARGIN x the
+    critical prefix); stage 2 on that ranking. If the prefix turns out longer than R covers, more samples
+    are added until the larger top is stable too (the looks already made count), and stage 2 runs again.
+    The cap is AUTO_CAP samples; the draws are those of a fixed-K run with the same seed and batch size,
+    so at the cap the result is the fixed K = AUTO_CAP result. Returns the ranking, the search result and
+    the locator fields to record (``samples_used`` ...)."""
+    from tqdm.auto import tqdm
+
+    from lm_eval_achilles.locator import perturbation as p
+    from lm_eval_achilles.locator.rankers import rank_scores
+
+    state = p.Perturbation(model, probe_ids, names, cfg.alpha, cfg.seed, cfg.batch_size, cap=p.AUTO_CAP)
+    history: list = []
+    top, stage2_runs = p.AUTO_TOP, 0
+    with tqdm(total=p.AUTO_CAP, desc="stage 1: noisy samples (auto)", disable=not cfg.progress, unit="sample") as bar:
+        while True:
+            stable = state.add_until_stable(history, top, cfg.granularity, bar)
+            ranking = rank_scores(state.scores(), cfg.k, cfg.granularity)
+            result = search(ranking)
+            stage2_runs += 1
+            need = max(p.AUTO_TOP, p.AUTO_MARGIN * result.size) if result.size else p.AUTO_KEEP + 1
+            if state.samples >= state.cap or need <= top:
+                break
+            top = need  # the prefix is longer than the stable top covers (or none was found): look further
+    return (
+        ranking,
+        result,
+        {
+            "samples_used": state.samples,
+            "samples_auto": {
+                "stable_top": top,
+                "stable": stable,
+                "check_every": p.AUTO_CHECK,
+                "min_samples": p.AUTO_MIN,
+                "margin": p.AUTO_MARGIN,
+                "cap": p.AUTO_CAP,
+                "stage2_runs": stage2_runs,
+            },
+        },
+    )
 
 
 def minimal_set(

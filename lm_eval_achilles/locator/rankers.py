@@ -68,7 +68,7 @@ def rank_scores(scores: Mapping[str, torch.Tensor], k: int, granularity: str = "
 @dataclass
 class RankerConfig:
     alpha: float = ALPHA
-    samples: int = SAMPLES
+    samples: int | str = SAMPLES  # K, or "auto" (locate only: docs/method.md, "Adaptive K")
     seed: int = SEED
     granularity: str = "channel"
     batch_size: int = 25
@@ -81,7 +81,8 @@ class RankerConfig:
         """Checked when built, so the CLI and the Python API refuse nonsense before the model is used
         (``alpha=nan`` would otherwise fail only after the whole stage 1)."""
         self.alpha = as_float(self.alpha, "alpha", positive=True)
-        self.samples = as_int(self.samples, "samples", minimum=1)
+        if self.samples != "auto":
+            self.samples = as_int(self.samples, "samples", minimum=1)
         self.seed = as_int(self.seed, "seed", minimum=0)
         self.batch_size = as_int(self.batch_size, "batch_size", minimum=1)
         self.k = as_int(self.k, "ranking size k", minimum=1)

@@ -13,7 +13,9 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
     loc = mask.locator
     print(f"model      {model_name}  [{mask.model.architecture}, fingerprint {mask.model.fingerprint}]")
     print(
-        f"method     {loc.get('method')}  alpha={loc.get('alpha')} K={loc.get('samples')} seed={loc.get('seed')} "
+        f"method     {loc.get('method')}  alpha={loc.get('alpha')} K={loc.get('samples')}"
+        + (f" (used {loc.get('samples_used')})" if loc.get("samples") == "auto" else "")
+        + f" seed={loc.get('seed')} "
         f"epsilon={loc.get('epsilon')} step={loc.get('step')} granularity={loc.get('granularity')} "
         f"probe={loc.get('probe_tokens')} tokens"
     )
