@@ -116,7 +116,9 @@ class MaskingSpec:
             locate_params={
                 "text": as_text(params["locate_text"], "locate_text"),
                 "alpha": as_float(params["locate_alpha"], "locate_alpha", positive=True),
-                "samples": as_int(params["locate_samples"], "locate_samples", minimum=1),
+                "samples": "auto"
+                if params["locate_samples"] == "auto"
+                else as_int(params["locate_samples"], "locate_samples", minimum=1),
                 "epsilon": as_float(params["locate_epsilon"], "locate_epsilon", positive=True),
                 "seed": as_int(params["locate_seed"], "locate_seed", minimum=0),
                 **({"minimize": True} if select == "minimal" else {}),

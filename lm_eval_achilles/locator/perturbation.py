@@ -60,6 +60,7 @@ class Perturbation:
         self.samples = 0  # noisy samples accumulated so far
         self._pending: torch.Tensor | None = None  # drawn noise not yet forwarded
         self._drawn = 0
+        self._buffers: dict[tuple, torch.Tensor] = {}
         with torch.no_grad(), hooked(model, {name: self._hook(name) for name in self.modules}):
             model(input_ids=ids, use_cache=False, logits_to_keep=1)
         self._noisy = True
@@ -76,12 +77,22 @@ class Perturbation:
                 self.sums[name] = torch.zeros(t.shape[1:], dtype=torch.float32, device=t.device)
             elif name in self.clean:
                 # |noisy - clean| summed over the batch: the difference in the model's dtype (as the
-                # authors' fp16 code), the L1 reduction fused and accumulated in float32
-                diff = torch.sub(t, self.clean[name])
-                self.sums[name] += torch.linalg.vector_norm(diff, ord=1, dim=0, dtype=torch.float32)
+                # authors' fp16 code), the batch sum accumulated in float32. Two passes over the batch's
+                # activations into a reused buffer (no fresh allocation per module and batch); a
+                # ``vector_norm(ord=1, dim=0)`` reduction was far slower on the CPU (docs/method.md, "Stage 1").
+                diff = torch.sub(t, self.clean[name], out=self._buffer(t))
+                self.sums[name] += diff.abs_().sum(dim=0, dtype=torch.float32)
             return None
 
         return hook
+
+    def _buffer(self, t: torch.Tensor) -> torch.Tensor:
+        """A scratch tensor shaped like ``t``, one per shape, reused across modules and batches."""
+        key = (tuple(t.shape), t.dtype, t.device)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = torch.empty_like(t, memory_format=torch.contiguous_format)
+        return buf
 
     def _noise(self, n: int) -> torch.Tensor:
         """The next ``n`` noise samples of the stream (drawing whole chunks as a fixed-K run does)."""
