@@ -184,3 +184,11 @@ def test_compare_allow_fingerprint_mismatch_passes_the_precheck_and_reaches_lm_e
     with pytest.warns(UserWarning, match="mismatch was explicitly allowed"), pytest.raises(Started):
         main([*argv, "--allow-fingerprint-mismatch"])
     assert seen["allow_fingerprint_mismatch"] is True and seen["top_n"] == 0
+
+
+def test_demo_loads_the_model_given_with_model(tmp_path, capsys):
+    """``achilles demo --model X`` loads X, not the embedded default (which would load and run on)."""
+    missing = tmp_path / "no-such-model"
+    assert main(["demo", "--model", str(missing), "--out", str(tmp_path / "demo"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot load model {str(missing)!r}" in err

@@ -1,4 +1,5 @@
-"""``achilles demo``: locate -> report -> compare on the embedded model, offline, a few minutes on a CPU."""
+"""``achilles demo``: locate -> report -> compare on one model (default: the embedded one), offline, a few
+minutes on a CPU."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ def add_arguments(p):
 
     d = DemoConfig()
     p.add_argument("--out", default=str(d.out), help="output folder")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model: a named model (embedded, gemma-3-270m), hub id or local folder (default: the embedded model)",
+    )
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="lm-eval tasks or groups")
     p.add_argument("--limit", type=non_negative_int, default=d.limit or 0, help="documents per task (0 = all)")
     p.add_argument(
@@ -57,6 +63,7 @@ def run(args) -> int:
     logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
     cfg = DemoConfig(
         out=Path(args.out),
+        model=args.model,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         limit=args.limit or None,
         max_gen_toks=args.max_gen_toks or None,

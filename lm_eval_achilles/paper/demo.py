@@ -1,4 +1,5 @@
-"""``achilles demo``: the whole story on the embedded SmolLM2-135M-Instruct, offline, in minutes on a CPU.
+"""``achilles demo``: the whole story on one model (the embedded SmolLM2-135M-Instruct unless ``model`` names
+another), offline, in minutes on a CPU.
 
 locate (the paper's two stages) -> report (Figures 1 and 2, before/after responses) -> compare (original
 vs masked in lm-eval on the packaged sample documents, paired tests) -> the comparison table and the plot paths.
@@ -29,6 +30,7 @@ DEFAULT_TASKS = ("achilles", "achilles_ppl")
 @dataclass
 class DemoConfig:
     out: Path = Path("achilles-demo")
+    model: str | None = None  # None = the embedded model; a named model (gemma-3-270m), hub id or folder
     tasks: tuple[str, ...] = DEFAULT_TASKS
     limit: int | None = None  # all fixture documents (4-9 per task)
     max_gen_toks: int | None = 50
@@ -92,9 +94,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    log("[1/4] loading the embedded model (SmolLM2-135M-Instruct, float32, CPU)")
+    log(f"[1/4] loading {cfg.model or 'the embedded model (SmolLM2-135M-Instruct)'} (float32, CPU)")
     t = time.perf_counter()
-    loaded = load_model(None, dtype="float32", device="cpu")
+    loaded = load_model(cfg.model, dtype="float32", device="cpu")
+    title = loaded.display_name
     timings["load"] = time.perf_counter() - t
 
     mask_path = out / "mask.json"
@@ -141,7 +144,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     )
     t = time.perf_counter()
     original, masked = run_conditions(
-        {"pretrained": "embedded", "dtype": "float32"}, mask_path, settings, out / "compare", overwrite=cfg.overwrite
+        {"pretrained": cfg.model or "embedded", "dtype": "float32"}, mask_path, settings, out / "compare", overwrite=cfg.overwrite
     )
     timings["compare"] = time.perf_counter() - t
     comparison = compare_folders(original, masked, iters=cfg.bootstrap_iters, seed=cfg.seed)
@@ -153,17 +156,17 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         else f"demo settings: {docs}"
     ]
     cpaths = write_comparison(
-        comparison, out / "compare", title="SmolLM2-135M-Instruct: original vs masked", notes=notes
+        comparison, out / "compare", title=f"{title}: original vs masked", notes=notes
     )
     timings["total"] = time.perf_counter() - t0
     result = DemoResult(
         mask_path=mask_path, report=report, comparison=comparison, comparison_paths=cpaths, timings=timings
     )
-    result.demo_md = write_demo_md(result, cfg, out)
+    result.demo_md = write_demo_md(result, cfg, out, title)
     return result
 
 
-def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
+def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path, title: str) -> Path:
     """``demo.md``: what ran, how long it took, the table and the plots (links relative to ``out``)."""
     from lm_eval_achilles.comparison.tables import markdown_table as comparison_table
 
@@ -174,7 +177,7 @@ def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path) -> Path:
     crit = rep["critical"]
     t = result.timings
     lines = [
-        "# `achilles demo` — SmolLM2-135M-Instruct (embedded), CPU",
+        f"# `achilles demo` — {title}, CPU",
         "",
         f"Command: `{cfg.command}`",
         "",
