@@ -144,7 +144,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     )
     t = time.perf_counter()
     original, masked = run_conditions(
-        {"pretrained": cfg.model or "embedded", "dtype": "float32"}, mask_path, settings, out / "compare", overwrite=cfg.overwrite
+        {"pretrained": cfg.model or "embedded", "dtype": "float32"},
+        mask_path,
+        settings,
+        out / "compare",
+        overwrite=cfg.overwrite,
     )
     timings["compare"] = time.perf_counter() - t
     comparison = compare_folders(original, masked, iters=cfg.bootstrap_iters, seed=cfg.seed)
@@ -155,9 +159,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         if cfg.max_gen_toks
         else f"demo settings: {docs}"
     ]
-    cpaths = write_comparison(
-        comparison, out / "compare", title=f"{title}: original vs masked", notes=notes
-    )
+    cpaths = write_comparison(comparison, out / "compare", title=f"{title}: original vs masked", notes=notes)
     timings["total"] = time.perf_counter() - t0
     result = DemoResult(
         mask_path=mask_path, report=report, comparison=comparison, comparison_paths=cpaths, timings=timings
