@@ -103,3 +103,18 @@ def test_figure1_and_responses_on_the_embedded_model(embedded, tmp_path):
     md = paths["md"].read_text()
     assert "![answer token](answer_token.png)" in md and "| What is the capital of France? |" in md
     assert chat_prompt(embedded.tokenizer, "Q?", "A").endswith("A")
+    assert md.count("through the chat template") == 2  # Figure 1 and the responses say how they prompted
+
+
+def test_report_says_how_a_model_without_chat_template_was_prompted(embedded):
+    """A base model (no chat template, e.g. Gemma-3-270M) is prompted with ``Question: ...\\nAnswer:``;
+    the report must say so instead of claiming the chat template."""
+    import copy
+
+    from lm_eval_achilles.paper.report import prompt_format
+
+    base = copy.deepcopy(embedded.tokenizer)
+    base.chat_template = None
+    assert chat_prompt(base, "Q?", "A") == "Question: Q?\nAnswer: A"
+    assert "no chat template" in prompt_format(base)
+    assert prompt_format(embedded.tokenizer) == "the chat template"

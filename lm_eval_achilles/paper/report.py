@@ -81,6 +81,15 @@ def count_layers(model=None, mask: MaskFile | None = None) -> int:
 # --------------------------------------------------------------------------- model-based parts
 
 
+def prompt_format(tokenizer) -> str:
+    """How :func:`chat_prompt` puts a question to this tokenizer's model, in words for the report."""
+    return (
+        "the chat template"
+        if getattr(tokenizer, "chat_template", None)
+        else "`Question: …\\nAnswer:` (no chat template)"
+    )
+
+
 def chat_prompt(tokenizer, question: str, prefix: str = "") -> str:
     """The question as the model's user turn (chat template when the tokenizer has one), plus ``prefix``."""
     template = getattr(tokenizer, "chat_template", None)
@@ -271,10 +280,12 @@ def build_report(
             "prefix": FIGURE1_PREFIX,
             "answer_token": answer_tok,
             "prompt": chat_prompt(loaded.tokenizer, FIGURE1_QUESTION, FIGURE1_PREFIX),
+            "prompt_format": prompt_format(loaded.tokenizer),
             "steps": [s.to_json() for s in steps],
         }
         data["responses"] = {
             "max_new_tokens": max_new_tokens,
+            "prompt_format": prompt_format(loaded.tokenizer),
             "masked_neurons": len(mask.neurons),
             "rows": responses(loaded, mask.neurons, questions, max_new_tokens) if mask.neurons else [],
         }
@@ -342,7 +353,8 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
         lines += [
             "## The answer token as neurons are masked one by one (the paper's Figure 1)",
             "",
-            f"Prompt: {f1['question']!r} through the chat template, followed by {f1['prefix']!r}; "
+            f"Prompt: {f1['question']!r} through {f1.get('prompt_format', 'the chat template')}, followed by "
+            f"{f1['prefix']!r}; "
             f"answer token {f1['answer_token']!r}. Neurons are masked cumulatively in ranking order "
             "(the steps after the critical set show the next ranked neurons).",
             "",
@@ -362,7 +374,8 @@ def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]
             f"## Responses before and after masking the {r['masked_neurons']} critical neuron(s) "
             "(the paper's Tables 7-9)",
             "",
-            f"Greedy decoding, chat template, at most {r['max_new_tokens']} new tokens.",
+            f"Greedy decoding, prompt through {r.get('prompt_format', 'the chat template')}, at most "
+            f"{r['max_new_tokens']} new tokens.",
             "",
         ]
         rows = [(row["question"], code_cell(row["original"]), code_cell(row["masked"])) for row in r["rows"]]
