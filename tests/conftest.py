@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lm_eval_achilles.locator.mask_file import FORMAT
 from lm_eval_achilles.resources import sample_data_dir
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -45,3 +46,21 @@ def make_tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 16, intermedia
 @pytest.fixture
 def tiny_llama():
     return make_tiny_llama()
+
+
+def mask_doc(fingerprint: str, neurons, curve=((0, 1.0),)) -> dict:
+    """A minimal valid ``achilles-mask/1`` document for the embedded model's architecture, to break on purpose."""
+    return {
+        "format": FORMAT,
+        "model": {"name_or_path": "embedded", "architecture": "LlamaForCausalLM", "fingerprint": fingerprint},
+        "locator": {"method": "perturbation"},
+        "ranking": [{"module": m, "channel": c, "score": 1.0} for m, c in neurons],
+        "critical": {
+            "size": len(neurons),
+            "baseline_ppl": 1.0,
+            "masked_ppl": 100.0,
+            "delta": 2.0,
+            "curve": [list(p) for p in curve],
+        },
+        "neurons": [{"module": m, "channel": c} for m, c in neurons],
+    }

@@ -15,10 +15,10 @@ import json
 import math
 
 import pytest
+from conftest import mask_doc
 
 from lm_eval_achilles.cli import main
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.mask_file import FORMAT
 
 GOOD_MODULE = "model.layers.11.mlp.down_proj"  # 576 output channels in the embedded model
 
@@ -55,17 +55,6 @@ def embedded_fingerprint():
     return fingerprint(load_skeleton(None))
 
 
-def _mask_doc(fingerprint, neurons):
-    return {
-        "format": FORMAT,
-        "model": {"name_or_path": "embedded", "architecture": "LlamaForCausalLM", "fingerprint": fingerprint},
-        "locator": {"method": "perturbation"},
-        "ranking": [{"module": m, "channel": c, "score": 1.0} for m, c in neurons],
-        "critical": {"size": len(neurons), "baseline_ppl": 1.0, "masked_ppl": 100.0, "delta": 2.0, "curve": [[0, 1.0]]},
-        "neurons": [{"module": m, "channel": c} for m, c in neurons],
-    }
-
-
 def _comparison_doc():
     row = {
         "task": "qa",
@@ -88,11 +77,11 @@ def ws(tmp_path, embedded_fingerprint):
     """A workspace of inputs, good and bad; the keys are the ``{placeholders}`` of the cases."""
     fp = embedded_fingerprint
     files = {
-        "mask": _mask_doc(fp, [(GOOD_MODULE, 507)]),
-        "other": _mask_doc("0123456789abcdef", [(GOOD_MODULE, 507)]),
-        "badmod": _mask_doc(fp, [("model.layers.99.mlp.down_proj", 1)]),
-        "badch": _mask_doc(fp, [(GOOD_MODULE, 5000)]),
-        "nocrit": {**_mask_doc(fp, [(GOOD_MODULE, 507)]), "neurons": []},
+        "mask": mask_doc(fp, [(GOOD_MODULE, 507)]),
+        "other": mask_doc("0123456789abcdef", [(GOOD_MODULE, 507)]),
+        "badmod": mask_doc(fp, [("model.layers.99.mlp.down_proj", 1)]),
+        "badch": mask_doc(fp, [(GOOD_MODULE, 5000)]),
+        "nocrit": {**mask_doc(fp, [(GOOD_MODULE, 507)]), "neurons": []},
     }
     paths = {}
     for name, doc in files.items():

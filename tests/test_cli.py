@@ -5,20 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import mask_doc
 
 from lm_eval_achilles.cli import main
-from lm_eval_achilles.locator.mask_file import FORMAT
-
-
-def _mask_doc(fingerprint, neurons):
-    return {
-        "format": FORMAT,
-        "model": {"name_or_path": "embedded", "architecture": "LlamaForCausalLM", "fingerprint": fingerprint},
-        "locator": {"method": "perturbation"},
-        "ranking": [{"module": m, "channel": c, "score": 1.0} for m, c in neurons],
-        "critical": {"size": len(neurons), "baseline_ppl": 1.0, "masked_ppl": 100.0, "delta": 2.0, "curve": []},
-        "neurons": [{"module": m, "channel": c} for m, c in neurons],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +31,9 @@ def _error(capsys, argv):
     [
         ("{not json", "malformed JSON"),
         (json.dumps({"format": "something/else"}), "format must be"),
-        (json.dumps({**_mask_doc("x", [("a", 1)]), "neurons": [{"module": "a"}]}), "missing key 'channel'"),
+        (json.dumps({**mask_doc("x", [("a", 1)], curve=()), "neurons": [{"module": "a"}]}), "missing key 'channel'"),
         (
-            json.dumps({**_mask_doc("x", [("a", 1)]), "neurons": [{"module": "a", "channel": "7"}]}),
+            json.dumps({**mask_doc("x", [("a", 1)], curve=()), "neurons": [{"module": "a", "channel": "7"}]}),
             "channel' must be int",
         ),
     ],
@@ -63,15 +52,15 @@ def test_missing_mask_file(tmp_path, capsys):
 
 def test_mask_for_another_model(tmp_path, capsys):
     path = tmp_path / "mask.json"
-    path.write_text(json.dumps(_mask_doc("0123456789abcdef", [("model.layers.11.mlp.down_proj", 507)])))
+    path.write_text(json.dumps(mask_doc("0123456789abcdef", [("model.layers.11.mlp.down_proj", 507)], curve=())))
     assert "another model" in _error(capsys, ["export", "--mask", str(path), "--out", str(tmp_path / "o")])
 
 
 def test_unknown_module_and_channel_out_of_range(tmp_path, capsys, fingerprint):
     path = tmp_path / "mask.json"
-    path.write_text(json.dumps(_mask_doc(fingerprint, [("model.layers.11.mlp.nonexistent", 1)])))
+    path.write_text(json.dumps(mask_doc(fingerprint, [("model.layers.11.mlp.nonexistent", 1)], curve=())))
     assert "unknown module" in _error(capsys, ["export", "--mask", str(path), "--out", str(tmp_path / "o")])
-    path.write_text(json.dumps(_mask_doc(fingerprint, [("model.layers.11.mlp.down_proj", 576)])))
+    path.write_text(json.dumps(mask_doc(fingerprint, [("model.layers.11.mlp.down_proj", 576)], curve=())))
     assert "out of range" in _error(capsys, ["export", "--mask", str(path), "--out", str(tmp_path / "o")])
 
 
@@ -150,7 +139,9 @@ def test_compare_overwrite_clears_an_earlier_run_before_evaluating(tmp_path, mon
 
     monkeypatch.setattr(lm_eval, "simple_evaluate", started)
     mask = tmp_path / "mask.json"
-    mask.write_text(json.dumps(_mask_doc(fingerprint(load_skeleton(None)), [("model.layers.11.mlp.down_proj", 507)])))
+    mask.write_text(
+        json.dumps(mask_doc(fingerprint(load_skeleton(None)), [("model.layers.11.mlp.down_proj", 507)], curve=()))
+    )
     out = tmp_path / "cmp"
     for rel in ("original/x/results_1.json", "cache/original_rank0.db", "masked/x/results_1.json"):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +169,7 @@ def test_compare_allow_fingerprint_mismatch_passes_the_precheck_and_reaches_lm_e
 
     monkeypatch.setattr(lm_eval, "simple_evaluate", started)
     mask = tmp_path / "other.json"
-    mask.write_text(json.dumps(_mask_doc("0123456789abcdef", [("model.layers.11.mlp.down_proj", 507)])))
+    mask.write_text(json.dumps(mask_doc("0123456789abcdef", [("model.layers.11.mlp.down_proj", 507)], curve=())))
     argv = ["compare", "--mask", str(mask), "--tasks", "achilles_mmlu_pro", "--out", str(tmp_path / "c")]
     assert main(argv) == 2 and "mask was made for another model" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="mismatch was explicitly allowed"), pytest.raises(Started):
