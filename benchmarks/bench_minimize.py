@@ -39,10 +39,10 @@ def main() -> int:
 
     from lm_eval_achilles.defaults import MAX_PPL_TOKENS, PROBE_TEXT
     from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.locator.mask_file import load_mask
     from lm_eval_achilles.locator.minimize import minimize
     from lm_eval_achilles.locator.perplexity import encode
     from lm_eval_achilles.locator.rankers import RankerConfig
+    from lm_eval_achilles.mask.mask_file import load_mask
     from lm_eval_achilles.models.loading import load_model
     from lm_eval_achilles.paper.studies import subsets
 

@@ -39,7 +39,7 @@ def noisy_batches(model, ids, samples, batch_size, alpha=5.0, seed=42):
 
 def run_variant(model, ids, modules, make_batches, body):
     """Clean forward recording outputs, then the noisy batches with ``body(name, t, clean, sums)`` as hook."""
-    from lm_eval_achilles.locator.hooks import first_tensor, hooked
+    from lm_eval_achilles.mask.hooks import first_tensor, hooked
 
     clean, sums = {}, {}
 

@@ -15,7 +15,7 @@ The public API, in one line each::
 Importing this package is cheap: these names are imported on first use, so torch, transformers and
 lm-eval load only when needed. The package is organised by job (imports flow one way, left to right)::
 
-    models -> locator -> harness -> comparison -> paper -> cli
+    models -> mask -> locator -> harness -> comparison -> paper -> cli
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ __version__ = "0.1.0"
 _API = {
     "load_model": "lm_eval_achilles.models.loading",
     "locate": "lm_eval_achilles.locator.locate",
-    "masked": "lm_eval_achilles.locator.masking",
-    "folded": "lm_eval_achilles.locator.masking",
-    "load_mask": "lm_eval_achilles.locator.mask_file",
-    "save_mask": "lm_eval_achilles.locator.mask_file",
+    "masked": "lm_eval_achilles.mask.masking",
+    "folded": "lm_eval_achilles.mask.masking",
+    "load_mask": "lm_eval_achilles.mask.mask_file",
+    "save_mask": "lm_eval_achilles.mask.mask_file",
 }
 
 __all__ = ["__version__", *_API]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm_eval_achilles.locator.mask_file import FORMAT
+from lm_eval_achilles.mask.mask_file import FORMAT
 from lm_eval_achilles.resources import sample_data_dir
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

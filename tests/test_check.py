@@ -9,7 +9,7 @@ import pytest
 from lm_eval_achilles.cli import main
 from lm_eval_achilles.comparison.check import degradation, parse_spec
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.mask_file import Critical, MaskFile, ModelInfo, RankedNeuron, save_mask
+from lm_eval_achilles.mask.mask_file import Critical, MaskFile, ModelInfo, RankedNeuron, save_mask
 
 
 def make_mask(path, size=2, delta=4.2, baseline=111.0, stopping="threshold"):

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.mask_file import Neuron
-from lm_eval_achilles.locator.masking import fold, folded, masked, unfold
+from lm_eval_achilles.mask.mask_file import Neuron
+from lm_eval_achilles.mask.masking import fold, folded, masked, unfold
 
 
 def tiny_gpt2():

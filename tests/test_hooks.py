@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.mask_file import Neuron
-from lm_eval_achilles.locator.masking import fold, folded, masked, output_sizes, row_masked, unfold
+from lm_eval_achilles.mask.mask_file import Neuron
+from lm_eval_achilles.mask.masking import fold, folded, masked, output_sizes, row_masked, unfold
 
 CRITICAL = [Neuron("model.layers.11.mlp.down_proj", 507)]
 SEVERAL = CRITICAL + [Neuron("model.layers.3.self_attn.q_proj", 5), Neuron("model.layers.20.mlp.up_proj", 100)]

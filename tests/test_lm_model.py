@@ -21,7 +21,7 @@ CRITICAL = [["model.layers.11.mlp.down_proj", 507]]
 @pytest.fixture(scope="module")
 def critical_mask(tmp_path_factory, embedded):
     """A mask file for the embedded model whose critical set is the neuron the locator finds."""
-    from lm_eval_achilles.locator.mask_file import FORMAT
+    from lm_eval_achilles.mask.mask_file import FORMAT
     from lm_eval_achilles.models.loading import fingerprint
 
     ranking = CRITICAL + [["model.layers.28.mlp.down_proj", 507], ["model.layers.29.mlp.down_proj", 507]]

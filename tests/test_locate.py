@@ -10,12 +10,12 @@ import torch
 from lm_eval_achilles.defaults import PROBE_TEXT
 from lm_eval_achilles.locator.candidates import candidate_modules
 from lm_eval_achilles.locator.locate import locate
-from lm_eval_achilles.locator.mask_file import Neuron, load_mask, save_mask
-from lm_eval_achilles.locator.masking import masked
 from lm_eval_achilles.locator.perplexity import delta, encode, mean_nll
 from lm_eval_achilles.locator.perturbation import perturbation_scores
 from lm_eval_achilles.locator.rankers import RankerConfig, rank_scores
 from lm_eval_achilles.locator.search import greedy_search
+from lm_eval_achilles.mask.mask_file import Neuron, load_mask, save_mask
+from lm_eval_achilles.mask.masking import masked
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from conftest import make_tiny_llama
 
 from lm_eval_achilles.harness.model_args import LOCATE_DEFAULTS, locate_cache_path, locate_cached
-from lm_eval_achilles.locator.mask_file import (
+from lm_eval_achilles.mask.mask_file import (
     Critical,
     MaskFile,
     ModelInfo,

@@ -12,7 +12,9 @@ from lm_eval_achilles.cli import main
 from lm_eval_achilles.defaults import PROBE_TEXT
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.harness.model_args import MaskingSpec
-from lm_eval_achilles.locator.mask_file import (
+from lm_eval_achilles.locator.minimize import grid, minimize
+from lm_eval_achilles.locator.perplexity import delta, encode, mean_nll
+from lm_eval_achilles.mask.mask_file import (
     Critical,
     MaskFile,
     Minimal,
@@ -23,9 +25,7 @@ from lm_eval_achilles.locator.mask_file import (
     mask_from_json,
     save_mask,
 )
-from lm_eval_achilles.locator.masking import masked
-from lm_eval_achilles.locator.minimize import grid, minimize
-from lm_eval_achilles.locator.perplexity import delta, encode, mean_nll
+from lm_eval_achilles.mask.masking import masked
 from lm_eval_achilles.models.loading import fingerprint
 
 D = "model.layers.{}.mlp.down_proj"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lm_eval_achilles.cli import main
-from lm_eval_achilles.locator.mask_file import Critical, MaskFile, ModelInfo, Neuron, RankedNeuron, save_mask
+from lm_eval_achilles.mask.mask_file import Critical, MaskFile, ModelInfo, Neuron, RankedNeuron, save_mask
 from lm_eval_achilles.paper.report import build_report, chat_prompt, layer_module_counts, layer_of, module_kind
 
 #: The embedded model's critical neuron (see tests of locate), followed by arbitrary further entries.

@@ -9,9 +9,9 @@ import torch
 
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.candidates import candidate_modules
-from lm_eval_achilles.locator.mask_file import Neuron
 from lm_eval_achilles.locator.perplexity import delta
 from lm_eval_achilles.locator.search import greedy_search
+from lm_eval_achilles.mask.mask_file import Neuron
 
 IDS = torch.tensor([[3, 17, 42, 8, 25, 11, 5, 9]])
 

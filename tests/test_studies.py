@@ -10,9 +10,9 @@ import torch
 from conftest import make_tiny_llama
 from test_rankers import CharTokenizer
 
-from lm_eval_achilles.locator.mask_file import Neuron
-from lm_eval_achilles.locator.masking import masked
 from lm_eval_achilles.locator.perplexity import delta, mean_nll
+from lm_eval_achilles.mask.mask_file import Neuron
+from lm_eval_achilles.mask.masking import masked
 from lm_eval_achilles.models.loading import LoadedModel
 from lm_eval_achilles.paper.studies import STUDIES, run_study, write_index
 from lm_eval_achilles.paper.studies.common import StudyContext, texts_nll

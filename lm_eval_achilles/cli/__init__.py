@@ -27,7 +27,7 @@ import traceback
 from lm_eval_achilles import __version__
 from lm_eval_achilles.errors import AchillesError
 
-_NOT_COMMANDS = {"common"}
+_NOT_COMMANDS = {"common", "summary"}
 
 
 class UsageError(Exception):

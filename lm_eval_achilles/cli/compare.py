@@ -182,10 +182,10 @@ def check_mask_before_running(args) -> None:
 def locate_into(args, path):
     """No --mask: locate with the paper's defaults and save the mask next to the comparison."""
     from lm_eval_achilles.cli.common import load_from_args
+    from lm_eval_achilles.cli.summary import print_locate_summary
     from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.locator.mask_file import save_mask
     from lm_eval_achilles.locator.rankers import RankerConfig
-    from lm_eval_achilles.locator.summary import print_locate_summary
+    from lm_eval_achilles.mask.mask_file import save_mask
 
     loaded = load_from_args(args)
     mask = locate(loaded, config=RankerConfig(progress=True), dtype=args.dtype)

@@ -32,7 +32,7 @@ def run(args) -> int:
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.harness.model_args import MaskingSpec
     from lm_eval_achilles.jsonio import write_json_atomic
-    from lm_eval_achilles.locator.masking import fold
+    from lm_eval_achilles.mask.masking import fold
     from lm_eval_achilles.validate import check_output
 
     spec = MaskingSpec.from_args(

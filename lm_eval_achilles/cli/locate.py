@@ -83,9 +83,9 @@ def run(args) -> int:
 
     if args.max_evals is not None and not args.minimize:
         raise AchillesError(f"--max-evals {args.max_evals} needs --minimize")
-    from lm_eval_achilles.locator.mask_file import save_mask
+    from lm_eval_achilles.cli.summary import print_locate_summary
     from lm_eval_achilles.locator.rankers import RankerConfig
-    from lm_eval_achilles.locator.summary import print_locate_summary
+    from lm_eval_achilles.mask.mask_file import save_mask
     from lm_eval_achilles.validate import check_output
 
     # everything that can be wrong is checked before the model is loaded

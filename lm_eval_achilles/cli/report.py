@@ -30,7 +30,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from lm_eval_achilles.locator.mask_file import check_fingerprint, load_mask
+    from lm_eval_achilles.mask.mask_file import check_fingerprint, load_mask
     from lm_eval_achilles.paper.report import build_report
     from lm_eval_achilles.validate import check_output
 

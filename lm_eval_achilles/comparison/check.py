@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.mask_file import MaskFile, mask_from_json
+from lm_eval_achilles.mask.mask_file import MaskFile, mask_from_json
 from lm_eval_achilles.validate import as_float, as_int
 
 MASK_RULES = {

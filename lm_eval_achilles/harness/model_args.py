@@ -13,7 +13,7 @@ from typing import Any
 from lm_eval_achilles import defaults
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
-from lm_eval_achilles.locator.mask_file import SELECTIONS, MaskFile, Neuron, distinct, load_mask
+from lm_eval_achilles.mask.mask_file import SELECTIONS, MaskFile, Neuron, distinct, load_mask
 from lm_eval_achilles.validate import as_bool, as_float, as_int, as_text
 
 APPLY_MODES = ("hooks", "fold")
@@ -136,7 +136,7 @@ class MaskingSpec:
 
     def resolve(self, loaded) -> list[Neuron]:
         """The neurons to mask on this model (runs or reuses the locator if ``locate=true``)."""
-        from lm_eval_achilles.locator.masking import validate_neurons
+        from lm_eval_achilles.mask.masking import validate_neurons
         from lm_eval_achilles.models.loading import weights_digest
 
         if self.unmasked:
@@ -151,14 +151,14 @@ class MaskingSpec:
         """What :meth:`resolve` checks, on a weightless copy of the model (``models.loading.load_skeleton``):
         fingerprint, module names, and channel ranges where a module declares its output size. Lets a
         command refuse a mask made for another model before hours of evaluation, not after."""
-        from lm_eval_achilles.locator.masking import validate_declared
+        from lm_eval_achilles.mask.masking import validate_declared
 
         if self.unmasked or self.locate:
             return
         validate_declared(skeleton, self._selected(skeleton))
 
     def _selected(self, model, weights: str | None = None) -> list[Neuron]:
-        from lm_eval_achilles.locator.mask_file import check_fingerprint
+        from lm_eval_achilles.mask.mask_file import check_fingerprint
         from lm_eval_achilles.models.loading import fingerprint
 
         check_fingerprint(self.mask_file, fingerprint(model), self.allow_fingerprint_mismatch, weights)
@@ -219,8 +219,8 @@ def locate_cached(loaded, params: dict[str, Any]) -> tuple[MaskFile, str]:
     """Run the locator once per model (name, architecture, weights, dtype) and parameters; later calls
     read the cached mask and say which model produced it."""
     from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.locator.mask_file import save_mask
     from lm_eval_achilles.locator.rankers import RankerConfig
+    from lm_eval_achilles.mask.mask_file import save_mask
 
     path = locate_cache_path(loaded, params)
     if path.is_file():

@@ -5,9 +5,8 @@
   :mod:`.rankers` turns scores into a ranking and holds the baseline rankers;
 - :mod:`.search` is stage 2 (the shortest ranking prefix whose masking raises perplexity by epsilon),
   on top of :mod:`.perplexity`;
-- :mod:`.masking` applies a mask (forward hooks or folded into the weights), through :mod:`.hooks`,
-  the one owner of forward hooks; :mod:`.candidates` picks the modules; :mod:`.mask_file` is the file
-  format ``achilles-mask/1``.
+- :mod:`.candidates` picks the modules. Masks themselves (file format, hooks, fold) live one layer
+  below, in :mod:`lm_eval_achilles.mask`.
 
 See docs/method.md.
 """

@@ -1,4 +1,4 @@
-"""``locate``: the paper's two stages end to end, returning a :class:`~lm_eval_achilles.locator.mask_file.MaskFile`.
+"""``locate``: the paper's two stages end to end, returning a :class:`~lm_eval_achilles.mask.mask_file.MaskFile`.
 
 from lm_eval_achilles.models.loading import load_model
 from lm_eval_achilles.locator.locate import locate
@@ -12,10 +12,10 @@ from lm_eval_achilles.defaults import EPSILON, MAX_PPL_TOKENS, MAX_STEPS, PROBE_
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
 from lm_eval_achilles.locator.candidates import candidate_modules
-from lm_eval_achilles.locator.mask_file import Critical, MaskFile, Minimal, ModelInfo
 from lm_eval_achilles.locator.perplexity import encode
 from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
 from lm_eval_achilles.locator.search import SearchResult, greedy_search
+from lm_eval_achilles.mask.mask_file import Critical, MaskFile, Minimal, ModelInfo
 from lm_eval_achilles.models.loading import LoadedModel, fingerprint, weights_digest
 from lm_eval_achilles.validate import as_float, as_int, as_text
 

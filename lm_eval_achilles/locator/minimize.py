@@ -32,8 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.mask_file import Neuron, distinct
 from lm_eval_achilles.locator.perplexity import baseline_nll, delta, evaluate_sets, ppl
+from lm_eval_achilles.mask.mask_file import Neuron, distinct
 
 #: Channels beyond the current set that the augment and exchange steps screen: the next entries of the
 #: ranking, skipping those the search already removed as dispensable.
@@ -119,7 +119,7 @@ class Minimizer:
         if self.max_evals is not None and self.evaluated + len(new) > self.max_evals:
             raise BudgetExhausted
         if new:
-            from lm_eval_achilles.locator.masking import validate_neurons
+            from lm_eval_achilles.mask.masking import validate_neurons
 
             todo = [k for k in new if self.cache is None or k not in self.cache]
             union = distinct(n for k in todo for n in sorted(k))

@@ -89,9 +89,9 @@ def evaluate_sets(
 ) -> list[float]:
     """Mean NLL of one text under each neuron set, ``batch_size`` sets per batched forward (a different
     mask per row). ``progress`` is an optional tqdm bar advanced per set; ``sizes`` are module output
-    sizes already validated (see :func:`~lm_eval_achilles.locator.masking.validate_neurons`)."""
-    from lm_eval_achilles.locator.mask_file import distinct
-    from lm_eval_achilles.locator.masking import row_masked, validate_neurons
+    sizes already validated (see :func:`~lm_eval_achilles.mask.masking.validate_neurons`)."""
+    from lm_eval_achilles.mask.mask_file import distinct
+    from lm_eval_achilles.mask.masking import row_masked, validate_neurons
 
     union = distinct(n for s in sets for n in s)
     if sizes is None or any(n.module not in sizes for n in union):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from lm_eval_achilles.locator.hooks import first_tensor, hooked
+from lm_eval_achilles.mask.hooks import first_tensor, hooked
 
 #: ``--samples auto`` (docs/method.md, "Adaptive K"): samples added between two looks at the ranking,
 AUTO_CHECK = 5

@@ -14,9 +14,9 @@ import torch
 
 from lm_eval_achilles.defaults import ALPHA, RANKING_SIZE, SAMPLES, SEED
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.hooks import Recorder, first_tensor, hooked, output_sizes, replace_first
-from lm_eval_achilles.locator.mask_file import RankedNeuron
 from lm_eval_achilles.locator.perturbation import perturbation_scores
+from lm_eval_achilles.mask.hooks import Recorder, first_tensor, hooked, output_sizes, replace_first
+from lm_eval_achilles.mask.mask_file import RankedNeuron
 from lm_eval_achilles.validate import as_float, as_int
 
 GRANULARITIES = ("channel", "position")

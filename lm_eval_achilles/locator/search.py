@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lm_eval_achilles.defaults import EPSILON, MAX_STEPS, STEP
-from lm_eval_achilles.locator.mask_file import Neuron, distinct
 from lm_eval_achilles.locator.perplexity import baseline_nll, delta, evaluate_sets, ppl
+from lm_eval_achilles.mask.mask_file import Neuron, distinct
 
 
 @dataclass
@@ -74,7 +74,7 @@ def greedy_search(
         if prefixes and n == prefixes[-1]:
             break
         prefixes.append(n)
-    from lm_eval_achilles.locator.masking import validate_neurons
+    from lm_eval_achilles.mask.masking import validate_neurons
 
     sizes = validate_neurons(model, distinct(ranking[: prefixes[-1]])) if prefixes else {}
     found = None

@@ -66,7 +66,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     )
     from lm_eval_achilles.comparison.metrics import compare_folders
     from lm_eval_achilles.comparison.tables import write_comparison
-    from lm_eval_achilles.locator.mask_file import load_mask, save_mask
+    from lm_eval_achilles.mask.mask_file import load_mask, save_mask
     from lm_eval_achilles.models.loading import load_model
     from lm_eval_achilles.paper.report import build_report
 
@@ -107,9 +107,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         mask = load_mask(cfg.mask)
         save_mask(mask, mask_path)
     else:
+        from lm_eval_achilles.cli.summary import print_locate_summary
         from lm_eval_achilles.locator.locate import locate
         from lm_eval_achilles.locator.rankers import RankerConfig
-        from lm_eval_achilles.locator.summary import print_locate_summary
 
         rc = (
             RankerConfig(progress=cfg.progress)

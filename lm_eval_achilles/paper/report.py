@@ -26,7 +26,7 @@ from typing import Any
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import code_cell, fmt, markdown_table
 from lm_eval_achilles.jsonio import write_json_atomic, write_text_atomic
-from lm_eval_achilles.locator.mask_file import MaskFile, Neuron, distinct
+from lm_eval_achilles.mask.mask_file import MaskFile, Neuron, distinct
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -136,7 +136,7 @@ def answer_token_steps(
     ranked neurons masked, n = 0..n_max. Returns the steps and the answer token as text."""
     import torch
 
-    from lm_eval_achilles.locator.masking import masked
+    from lm_eval_achilles.mask.masking import masked
 
     tok, model = loaded.tokenizer, loaded.model
     answer_ids = tok(answer, add_special_tokens=False).input_ids
@@ -181,7 +181,7 @@ def responses(
     every row), so the table costs two generation calls."""
     import torch
 
-    from lm_eval_achilles.locator.masking import masked
+    from lm_eval_achilles.mask.masking import masked
 
     tok, model = loaded.tokenizer, loaded.model
     prompts = [chat_prompt(tok, q) for q in questions]

@@ -18,10 +18,10 @@ from lm_eval_achilles.defaults import ALPHA, EPSILON, MAX_PPL_TOKENS, PROBE_TEXT
 from lm_eval_achilles.formatting import dtype_name, markdown_table
 from lm_eval_achilles.jsonio import write_json_atomic, write_text_atomic
 from lm_eval_achilles.locator.candidates import candidate_modules
-from lm_eval_achilles.locator.mask_file import Neuron, RankedNeuron, distinct
 from lm_eval_achilles.locator.perplexity import encode, evaluate_sets, ppl
 from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
 from lm_eval_achilles.locator.search import SearchResult, greedy_search
+from lm_eval_achilles.mask.mask_file import Neuron, RankedNeuron, distinct
 from lm_eval_achilles.models.loading import LoadedModel
 from lm_eval_achilles.paper.studies.texts import WIKITEXT
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 from lm_eval_achilles.formatting import fmt
-from lm_eval_achilles.locator.mask_file import Neuron
 from lm_eval_achilles.locator.rankers import random_scores, rank_scores
+from lm_eval_achilles.mask.mask_file import Neuron
 from lm_eval_achilles.paper.figures import ppl_curves
 from lm_eval_achilles.paper.studies.common import StudyContext, StudyResult, mean_sd, ppl
 

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import torch
 
 from lm_eval_achilles.formatting import fmt
-from lm_eval_achilles.locator.hooks import first_tensor, hooked
-from lm_eval_achilles.locator.masking import masked
 from lm_eval_achilles.locator.perplexity import delta
+from lm_eval_achilles.mask.hooks import first_tensor, hooked
+from lm_eval_achilles.mask.masking import masked
 from lm_eval_achilles.paper.figures import panels
 from lm_eval_achilles.paper.studies.common import StudyContext, StudyResult, ppl, texts_nll
 

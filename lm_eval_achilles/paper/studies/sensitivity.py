@@ -3,9 +3,9 @@ against the probe length (paper Figure 7, the T_min = 10 claim)."""
 
 from __future__ import annotations
 
-from lm_eval_achilles.locator.mask_file import Neuron
 from lm_eval_achilles.locator.rankers import get_ranker
 from lm_eval_achilles.locator.search import greedy_search
+from lm_eval_achilles.mask.mask_file import Neuron
 from lm_eval_achilles.paper.figures import panels
 from lm_eval_achilles.paper.studies.common import StudyContext, StudyResult, short
 from lm_eval_achilles.paper.studies.texts import LENGTH_SERIES

@@ -9,8 +9,8 @@ from itertools import combinations
 import torch
 
 from lm_eval_achilles.formatting import fmt
-from lm_eval_achilles.locator.mask_file import Neuron, distinct
 from lm_eval_achilles.locator.perplexity import delta, evaluate_sets, mean_nll
+from lm_eval_achilles.mask.mask_file import Neuron, distinct
 from lm_eval_achilles.paper.figures import bars
 from lm_eval_achilles.paper.studies.common import StudyContext, StudyResult, ppl, short
 

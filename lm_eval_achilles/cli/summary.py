@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from lm_eval_achilles.formatting import fmt
-from lm_eval_achilles.locator.mask_file import MaskFile
+from lm_eval_achilles.mask.mask_file import MaskFile
 
 
 def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:

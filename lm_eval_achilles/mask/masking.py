@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.hooks import first_tensor, hooked, output_sizes, replace_first, resolve_modules
-from lm_eval_achilles.locator.mask_file import Neuron, distinct
+from lm_eval_achilles.mask.hooks import first_tensor, hooked, output_sizes, replace_first, resolve_modules
+from lm_eval_achilles.mask.mask_file import Neuron, distinct
 
 
 def validate_neurons(
