@@ -82,8 +82,8 @@ def sync(device):
 def bench_auto(args) -> int:
     import os
 
+    from lm_eval_achilles.locator.config import LocatorConfig
     from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.locator.rankers import RankerConfig
     from lm_eval_achilles.models.loading import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -91,9 +91,9 @@ def bench_auto(args) -> int:
     load = [os.getloadavg()]
     for r in range(args.repeats):
         for name in ["K=100", "auto"] if r % 2 == 0 else ["auto", "K=100"]:
-            cfg = RankerConfig(samples=100 if name == "K=100" else "auto", progress=False)
+            cfg = LocatorConfig(samples=100 if name == "K=100" else "auto", progress=False)
             t = time.perf_counter()
-            mask = locate(loaded, config=cfg)
+            mask = locate(loaded, cfg)
             runs[name].append((time.perf_counter() - t, mask))
         load.append(os.getloadavg())
     print(f"model {loaded.display_name} on {loaded.device}, torch threads {torch.get_num_threads()}")
@@ -147,7 +147,7 @@ def main() -> int:
     from lm_eval_achilles.locator.candidates import candidate_modules
     from lm_eval_achilles.locator.perplexity import encode
     from lm_eval_achilles.locator.perturbation import perturbation_scores
-    from lm_eval_achilles.locator.rankers import rank_scores
+    from lm_eval_achilles.locator.ranking import rank_scores
     from lm_eval_achilles.locator.search import greedy_search
     from lm_eval_achilles.models.loading import load_model
 

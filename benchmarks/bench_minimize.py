@@ -41,7 +41,6 @@ def main() -> int:
     from lm_eval_achilles.locator.locate import locate
     from lm_eval_achilles.locator.minimize import minimize
     from lm_eval_achilles.locator.perplexity import encode
-    from lm_eval_achilles.locator.rankers import RankerConfig
     from lm_eval_achilles.mask.mask_file import load_mask
     from lm_eval_achilles.models.loading import load_model
     from lm_eval_achilles.paper.studies import subsets
@@ -53,7 +52,7 @@ def main() -> int:
         located_s = None
     else:
         t = time.perf_counter()
-        mask = locate(loaded, config=RankerConfig(progress=False), modules=args.modules, epsilon=args.epsilon)
+        mask = locate(loaded, progress=False, modules=args.modules, epsilon=args.epsilon)
         located_s = time.perf_counter() - t
     text = mask.locator.get("test_text") or mask.locator.get("text") or PROBE_TEXT  # stage 2's text
     ids = encode(loaded.tokenizer, text, max_tokens=None)[:, :MAX_PPL_TOKENS]

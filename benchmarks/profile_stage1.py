@@ -91,7 +91,7 @@ def main() -> int:
     from lm_eval_achilles.locator.candidates import candidate_modules
     from lm_eval_achilles.locator.perplexity import encode
     from lm_eval_achilles.locator.perturbation import perturbation_scores
-    from lm_eval_achilles.locator.rankers import rank_scores
+    from lm_eval_achilles.locator.ranking import rank_scores
     from lm_eval_achilles.models.loading import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -11,6 +11,10 @@ STEP = 1
 #: Stage 2 stops after this many steps (the authors' code caps at 1000).
 MAX_STEPS = 1000
 SEED = 42
+#: Noisy samples per forward pass in stage 1 (does not change the ranking's meaning, only the noise chunks).
+STAGE1_BATCH_SIZE = 25
+#: Masked sets per batched forward in stage 2 and --minimize.
+SEARCH_BATCH_SIZE = 8
 #: Perplexity texts are truncated to this many tokens (docs/protocols.md).
 MAX_PPL_TOKENS = 512
 #: How many ranked neurons a mask file keeps (the authors keep the top 10 000).

@@ -345,8 +345,8 @@ def test_eval_bad_model_args(ws, no_model, capsys):
 
 def _api_cases():
     from lm_eval_achilles.comparison.check import run_check
+    from lm_eval_achilles.locator.config import LocatorConfig
     from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.locator.rankers import RankerConfig
     from lm_eval_achilles.models.loading import LoadedModel
 
     def tiny():
@@ -356,12 +356,12 @@ def _api_cases():
 
     nan = math.nan
     return [
-        ("RankerConfig(alpha=nan)", lambda: RankerConfig(alpha=nan), "alpha must be a finite number"),
-        ("RankerConfig(samples=0)", lambda: RankerConfig(samples=0), "samples must be >= 1"),
-        ("RankerConfig(batch_size=0)", lambda: RankerConfig(batch_size=0), "batch_size must be >= 1"),
-        ("RankerConfig(k=0)", lambda: RankerConfig(k=0), "ranking size k must be >= 1"),
-        ("RankerConfig(seed=True)", lambda: RankerConfig(seed=True), "seed must be an integer"),
-        ("RankerConfig(granularity)", lambda: RankerConfig(granularity="x"), "unknown granularity 'x'"),
+        ("LocatorConfig(alpha=nan)", lambda: LocatorConfig(alpha=nan), "alpha must be a finite number"),
+        ("LocatorConfig(samples=0)", lambda: LocatorConfig(samples=0), "samples must be >= 1"),
+        ("LocatorConfig(batch_size=0)", lambda: LocatorConfig(batch_size=0), "batch_size must be >= 1"),
+        ("LocatorConfig(ranking_size=0)", lambda: LocatorConfig(ranking_size=0), "ranking size k must be >= 1"),
+        ("LocatorConfig(seed=True)", lambda: LocatorConfig(seed=True), "seed must be an integer"),
+        ("LocatorConfig(granularity)", lambda: LocatorConfig(granularity="x"), "unknown granularity 'x'"),
         ("locate(epsilon=nan)", lambda: locate(tiny(), epsilon=nan), "epsilon must be a finite number"),
         ("locate(epsilon=0)", lambda: locate(tiny(), epsilon=0), "epsilon must be > 0"),
         ("locate(step=0)", lambda: locate(tiny(), step=0), "step must be >= 1"),

@@ -9,10 +9,11 @@ import torch
 
 from lm_eval_achilles.defaults import PROBE_TEXT
 from lm_eval_achilles.locator.candidates import candidate_modules
+from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.locator.locate import locate
 from lm_eval_achilles.locator.perplexity import delta, encode, mean_nll
 from lm_eval_achilles.locator.perturbation import perturbation_scores
-from lm_eval_achilles.locator.rankers import RankerConfig, rank_scores
+from lm_eval_achilles.locator.ranking import rank_scores
 from lm_eval_achilles.locator.search import greedy_search
 from lm_eval_achilles.mask.mask_file import Neuron, load_mask, save_mask
 from lm_eval_achilles.mask.masking import masked
@@ -22,7 +23,7 @@ from lm_eval_achilles.mask.masking import masked
 def located(embedded):
     """The paper's settings: Bookends probe, alpha 5, K 100, seed 42, epsilon 1."""
     return locate(
-        embedded, text=PROBE_TEXT, config=RankerConfig(alpha=5, samples=100, seed=42, progress=False), epsilon=1.0
+        embedded, text=PROBE_TEXT, config=LocatorConfig(alpha=5, samples=100, seed=42, progress=False), epsilon=1.0
     )
 
 
@@ -169,7 +170,7 @@ def test_short_probe_warns(embedded):
 
 def test_samples_auto_gives_the_k100_critical_set_with_fewer_samples(embedded, located):
     auto = locate(
-        embedded, text=PROBE_TEXT, config=RankerConfig(alpha=5, samples="auto", seed=42, progress=False), epsilon=1.0
+        embedded, text=PROBE_TEXT, config=LocatorConfig(alpha=5, samples="auto", seed=42, progress=False), epsilon=1.0
     )
     assert auto.neurons == located.neurons  # the paper's K = 100 critical set
     used = auto.locator["samples_used"]

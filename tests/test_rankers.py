@@ -9,9 +9,9 @@ from conftest import make_tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lm_eval_achilles.locator.candidates import candidate_modules
+from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.locator.rankers import (
     RANKERS,
-    RankerConfig,
     activation_scores,
     gradient_scores,
     keystone_scores,
@@ -130,7 +130,7 @@ def test_gradient_matches_autograd_per_module_and_fixes_reference_flaw():
         assert g[module].abs().sum() > 0, module
     model.zero_grad(set_to_none=True)
     assert not torch.allclose(g["model.layers.0.mlp.down_proj"], g["model.layers.1.mlp.down_proj"])
-    ranked = RANKERS["gradient"](model, None, ids, mods, RankerConfig(k=5, progress=False))
+    ranked = RANKERS["gradient"](model, None, ids, mods, LocatorConfig(ranking_size=5, progress=False))
     best = max(((m, c, float(s.amax(0)[c])) for m, s in g.items() for c in range(s.shape[1])), key=lambda x: x[2])
     assert (ranked[0].module, ranked[0].channel) == best[:2]
     assert ranked[0].score == pytest.approx(best[2])
@@ -148,10 +148,10 @@ def test_gradient_leaves_parameter_grads_untouched():
 def test_random_reproducible_by_seed_and_uses_candidate_channels():
     model = make_tiny_llama(seed=0)
     mods = candidate_modules(model)
-    cfg = RankerConfig(k=50, seed=7, progress=False)
+    cfg = LocatorConfig(ranking_size=50, seed=7, progress=False)
     a = RANKERS["random"](model, None, ids_of(), mods, cfg)
     b = RANKERS["random"](model, None, ids_of(9), mods, cfg)  # the text does not matter
-    c = RANKERS["random"](model, None, ids_of(), mods, RankerConfig(k=50, seed=8, progress=False))
+    c = RANKERS["random"](model, None, ids_of(), mods, LocatorConfig(ranking_size=50, seed=8, progress=False))
     assert [(r.module, r.channel) for r in a] == [(r.module, r.channel) for r in b]
     assert [(r.module, r.channel) for r in a] != [(r.module, r.channel) for r in c]
     assert len({(r.module, r.channel) for r in a}) == 50
@@ -182,13 +182,15 @@ def test_activation_ranks_by_absolute_value():
         model.model.layers[0].mlp.down_proj.bias[4] = -100.0  # large negative activation everywhere
     mods = candidate_modules(model)
     ids = ids_of()
-    top = RANKERS["activation"](model, None, ids, mods, RankerConfig(k=10, progress=False))
+    top = RANKERS["activation"](model, None, ids, mods, LocatorConfig(ranking_size=10, progress=False))
     assert (top[0].module, top[0].channel) == ("model.layers.0.mlp.down_proj", 4)
     acts = activation_scores(model, ids, mods)
     assert top[0].score == pytest.approx(float(acts["model.layers.0.mlp.down_proj"][:, 4].max()))
-    signed = RANKERS["activation_signed"](model, None, ids, mods, RankerConfig(k=10, progress=False))
+    signed = RANKERS["activation_signed"](model, None, ids, mods, LocatorConfig(ranking_size=10, progress=False))
     assert ("model.layers.0.mlp.down_proj", 4) not in [(r.module, r.channel) for r in signed]
-    pos = RANKERS["activation"](model, None, ids, mods, RankerConfig(k=3, granularity="position", progress=False))
+    pos = RANKERS["activation"](
+        model, None, ids, mods, LocatorConfig(ranking_size=3, granularity="position", progress=False)
+    )
     assert all(r.position is not None for r in pos)
 
 
@@ -201,7 +203,9 @@ def test_keystone_ranks_planted_always_active_channel_first():
         model.model.layers[1].mlp.down_proj.bias[5] = 50.0  # active at every position of every prompt
     tok = CharTokenizer()
     ids = tok("a probe text of some length").input_ids
-    ranked = RANKERS["keystone"](model, tok, ids, candidate_modules(model), RankerConfig(k=20, progress=False))
+    ranked = RANKERS["keystone"](
+        model, tok, ids, candidate_modules(model), LocatorConfig(ranking_size=20, progress=False)
+    )
     assert (ranked[0].module, ranked[0].channel) == ("model.layers.1.mlp.down_proj", 5)
     assert ranked[0].score > 40
 
@@ -241,7 +245,7 @@ def test_locate_accepts_every_ranker(tmp_path):
             method=method,
             epsilon=1e-3,
             max_steps=50,
-            config=RankerConfig(samples=4, k=200, progress=False),
+            config=LocatorConfig(samples=4, ranking_size=200, progress=False),
         )
         assert mask.locator["method"] == method
         assert mask.ranking and mask.critical.curve

@@ -10,6 +10,7 @@ import torch
 from conftest import make_tiny_llama
 from test_rankers import CharTokenizer
 
+from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.locator.perplexity import delta, mean_nll
 from lm_eval_achilles.mask.mask_file import Neuron
 from lm_eval_achilles.mask.masking import masked
@@ -95,17 +96,13 @@ def study_dir(tmp_path_factory):
         loaded=loaded,
         out=out,
         command="pytest",
-        probe_text=TEXT,
+        config=LocatorConfig(text=TEXT, samples=4, epsilon=0.05, max_steps=30, ranking_size=1000, progress=False),
         eval_texts=[
             "a tiny evaluation paragraph with more than fifty characters in it, twice over",
             "another evaluation text, also long enough to be kept as a sample here",
         ],
-        samples=4,
         trials=2,
-        epsilon=0.05,
-        max_steps=30,
         quick=True,
-        progress=False,
     )
     for name in STUDIES:
         run_study(name, ctx)

@@ -37,27 +37,6 @@ def load_from_args(args):
     )
 
 
-def read_text(args, text_attr: str = "text", file_attr: str = "text_file"):
-    """The probe text: ``--text-file``, ``--text`` or the paper's default; an empty one is an error."""
-    from pathlib import Path
-
-    from lm_eval_achilles.defaults import PROBE_TEXT
-    from lm_eval_achilles.errors import AchillesError
-    from lm_eval_achilles.validate import as_text
-
-    path = getattr(args, file_attr, None)
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise AchillesError(f"text file not found: {p}")
-        try:
-            return as_text(p.read_text(encoding="utf-8"), f"text file {p}")
-        except UnicodeDecodeError as exc:
-            raise AchillesError(f"text file {p} is not UTF-8 text ({exc.reason})") from None
-    text = getattr(args, text_attr, None)
-    return PROBE_TEXT if text is None else as_text(text, f"--{text_attr.replace('_', '-')}")
-
-
 # --------------------------------------------------------------------------- argument types
 # argparse calls these on the raw text; a bad value becomes one line naming the option and the value
 # (``achilles: error: argument --batch-size: must be >= 1, got '0'``), before anything is loaded.
@@ -115,6 +94,107 @@ def _batch(text):
 lm_eval_batch_size = _argtype(_batch, "batch size")
 
 
+# --------------------------------------------------------------------------- the locator's settings
+
+
+def samples_arg(text: str):
+    """``--samples``: an integer >= 1 or ``auto``."""
+    return text if text == "auto" else positive_int(text)
+
+
+def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True) -> None:
+    """The one argument group of :class:`~lm_eval_achilles.locator.config.LocatorConfig` (``locate``,
+    ``study``, ``compare``, ``demo``): each flag is a config field, its default the config's (so no flag
+    is filled in here: :func:`locator_config` passes only what was given). Flags whose name a command
+    already uses for something else (``taken``; e.g. ``--seed`` is lm-eval's seed in ``compare``) are
+    spelled ``--locate-NAME``, as the lm-eval model's ``locate_NAME`` arguments."""
+    from lm_eval_achilles import defaults as d
+
+    g = p.add_argument_group("locator (docs/method.md; defaults are the paper's)")
+    dests: dict[str, str] = {}
+
+    def add(name, *, field=None, **kw):
+        flag = f"locate-{name}" if name in taken else name
+        dest = flag.replace("-", "_")
+        g.add_argument(f"--{flag}", dest=dest, default=None, **kw)
+        dests[field or name.replace("-", "_")] = dest
+
+    add("method", help="perturbation (the paper), activation, activation_signed, gradient, random, keystone")
+    add("text", type=nonempty_str, help="probe text (default: the paper's Bookends paragraph)")
+    add("text-file", field="text_file", help="read the probe text from a file")
+    add("test-text", type=nonempty_str, help="stage-2 perplexity text (default: the probe text)")
+    add("alpha", type=positive_float, help=f"noise scale of stage 1 (default {d.ALPHA:g})")
+    add(
+        "samples",
+        type=samples_arg,
+        help=f"noisy samples K, or 'auto': stop when the ranking is stable (default {d.SAMPLES})",
+    )
+    add("seed", type=non_negative_int, help=f"noise seed of stage 1 (default {d.SEED})")
+    add(
+        "granularity",
+        choices=["channel", "position"],
+        help="rank distinct channels (default), or (module, position, channel) entries as the paper counts",
+    )
+    add("modules", help="restrict candidate modules: globs (e.g. '*down_proj') or re:REGEX")
+    add("batch-size", type=positive_int, help=f"noisy samples per forward in stage 1 (default {d.STAGE1_BATCH_SIZE})")
+    add("ranking-size", type=positive_int, help=f"ranked entries kept in the mask file (default {d.RANKING_SIZE})")
+    add("epsilon", type=positive_float, help=f"threshold in orders of magnitude of PPL (default {d.EPSILON:g})")
+    add("step", type=positive_int, help=f"stage-2 step size (default {d.STEP})")
+    add("max-steps", type=positive_int, help=f"stage-2 step cap (default {d.MAX_STEPS})")
+    add("scale", type=finite_float, help="stage 2 multiplies masked channels by this (beta, default 0)")
+    add(
+        "search-batch-size",
+        type=positive_int,
+        help=f"masked sets per batched forward in stage 2 (default {d.SEARCH_BATCH_SIZE})",
+    )
+    if minimize:
+        add(
+            "minimize",
+            action="store_const",
+            const=True,
+            help="after the paper's prefix, search a smaller verified-minimal set that still crosses epsilon "
+            "(stored as 'minimal' beside 'critical'; docs/method.md)",
+        )
+        add("max-evals", type=positive_int, help="--minimize budget: at most this many candidate sets (default: none)")
+    p.set_defaults(_locator_dests=dests)
+
+
+def locator_config(args, **settings):
+    """The :class:`~lm_eval_achilles.locator.config.LocatorConfig` of the flags given (the others keep the
+    config's defaults; ``settings`` are a command's own defaults, overridden by a flag). Checked here,
+    before any model is loaded."""
+    from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.locator.config import LocatorConfig
+
+    dests = args._locator_dests
+    given = {name: getattr(args, dest) for name, dest in dests.items() if getattr(args, dest) is not None}
+    flag = {name: "--" + dest.replace("_", "-") for name, dest in dests.items()}
+    if "text_file" in given:
+        if "text" in given:
+            raise AchillesError(f"give either {flag['text']} or {flag['text_file']}, not both")
+        given["text"] = read_text_file(given.pop("text_file"))
+    if given.get("max_evals") is not None and not given.get("minimize"):
+        raise AchillesError(f"{flag['max_evals']} {given['max_evals']} needs {flag['minimize']}")
+    quiet = getattr(args, "quiet", False)
+    return LocatorConfig.build(**{"progress": not quiet, **settings, **given})
+
+
+def read_text_file(path) -> str:
+    """A UTF-8 text file's contents; a missing, binary or empty file is a one-line error."""
+    from pathlib import Path
+
+    from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.validate import as_text
+
+    p = Path(path)
+    if not p.is_file():
+        raise AchillesError(f"text file not found: {p}")
+    try:
+        return as_text(p.read_text(encoding="utf-8"), f"text file {p}")
+    except UnicodeDecodeError as exc:
+        raise AchillesError(f"text file {p} is not UTF-8 text ({exc.reason})") from None
+
+
 # --------------------------------------------------------------------------- output folders
 
 
@@ -122,14 +202,14 @@ def add_overwrite_argument(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
 
 
-def check_modules_before_loading(args) -> None:
+def check_modules_before_loading(args, modules: str | None) -> None:
     """``--modules`` that match no candidate module fail now, on the model's skeleton (config only),
     not after the weights are loaded."""
-    if not getattr(args, "modules", None):
+    if not modules:
         return
     from lm_eval_achilles.locator.candidates import candidate_modules
     from lm_eval_achilles.models.loading import load_skeleton
 
     skeleton = load_skeleton(args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
     if skeleton is not None:
-        candidate_modules(skeleton, args.modules)
+        candidate_modules(skeleton, modules)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lm_eval_achilles.cli.common import (
+    add_locator_arguments,
     add_model_arguments,
     add_overwrite_argument,
     finite_float,
@@ -53,7 +54,11 @@ def add_arguments(p):
     p.add_argument("--no-cache", action="store_true", help="do not keep lm-eval response caches under OUT/cache")
     p.add_argument("--bootstrap-iters", type=positive_int, default=10_000, help="paired bootstrap resamples")
     p.add_argument("--confirm-run-unsafe-code", action="store_true", help="passed to lm-eval")
+    p.add_argument("--quiet", action="store_true", help="no progress bars while locating")
     add_overwrite_argument(p)
+    # without --mask the locator runs first; its settings (--seed, --batch-size and --scale are lm-eval's and
+    # the mask's here, so the locator's are --locate-seed, --locate-batch-size, --locate-scale)
+    add_locator_arguments(p, taken=("seed", "batch-size", "scale"), minimize=False)
 
 
 def settings_from_args(args):
@@ -122,9 +127,10 @@ def base_model_args(args) -> dict:
 def run(args) -> int:
     from pathlib import Path
 
-    from lm_eval_achilles.comparison.conditions import RESULT_FOLDERS, checked_task_manager, run_conditions
-    from lm_eval_achilles.comparison.metrics import compare_folders
-    from lm_eval_achilles.comparison.tables import text_table, write_comparison
+    from lm_eval_achilles.cli.common import locator_config
+    from lm_eval_achilles.comparison.conditions import RESULT_FOLDERS, checked_task_manager
+    from lm_eval_achilles.comparison.tables import text_table
+    from lm_eval_achilles.comparison.workflow import compare_and_write, compare_model
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.validate import check_output
 
@@ -132,9 +138,11 @@ def run(args) -> int:
     if bool(args.original) != bool(args.masked):
         raise AchillesError("give both --original and --masked (two existing lm-eval output folders), or neither")
     if args.original:
-        original, masked = args.original, args.masked
         tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
         check_output(out, results=["comparison.json"], overwrite=args.overwrite)
+        result = compare_and_write(
+            args.original, args.masked, out, tasks=tasks, iters=args.bootstrap_iters, seed=args.seed
+        )
     else:
         # every check before the first lm-eval run: settings, the mask against the model, the output folder
         settings = settings_from_args(args)
@@ -143,19 +151,23 @@ def run(args) -> int:
         if mask_path is not None:
             check_mask_before_running(args)
         else:
+            cfg = locator_config(args)
             check_output(out / "mask.json", "file")
             checked_task_manager(settings)  # an unknown task fails now, not after locating
-            mask_path = locate_into(args, out / "mask.json")
-        original, masked = run_conditions(
-            base_model_args(args), mask_path, settings, out, top_n=args.top_n, overwrite=args.overwrite
+            mask_path = locate_into(args, cfg, out / "mask.json")
+        result = compare_model(
+            base_model_args(args),
+            mask_path,
+            settings,
+            out,
+            top_n=args.top_n,
+            overwrite=args.overwrite,
+            iters=args.bootstrap_iters,
         )
-        tasks = None
-    comparison = compare_folders(original, masked, tasks=tasks, iters=args.bootstrap_iters, seed=args.seed)
-    paths = write_comparison(comparison, out)
-    print(text_table(comparison))
-    for w in comparison["warnings"]:
+    print(text_table(result.comparison))
+    for w in result.comparison["warnings"]:
         print(f"warning: {w}")
-    for key, path in paths.items():
+    for key, path in result.paths.items():
         print(f"{key:<6} {path}")
     return 0
 
@@ -179,17 +191,15 @@ def check_mask_before_running(args) -> None:
         spec.precheck(skeleton)
 
 
-def locate_into(args, path):
-    """No --mask: locate with the paper's defaults and save the mask next to the comparison."""
-    from lm_eval_achilles.cli.common import load_from_args
+def locate_into(args, cfg, path):
+    """No --mask: locate with the given locator settings (default the paper's) and save the mask next to
+    the comparison."""
+    from lm_eval_achilles.cli.common import check_modules_before_loading, load_from_args
     from lm_eval_achilles.cli.summary import print_locate_summary
-    from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.locator.rankers import RankerConfig
-    from lm_eval_achilles.mask.mask_file import save_mask
+    from lm_eval_achilles.comparison.workflow import locate_to_file
 
+    check_modules_before_loading(args, cfg.modules)
     loaded = load_from_args(args)
-    mask = locate(loaded, config=RankerConfig(progress=True), dtype=args.dtype)
-    save_mask(mask, path)
-    print_locate_summary(mask, loaded.display_name, path)
+    locate_to_file(loaded, cfg, path, summary=print_locate_summary)
     del loaded
     return path

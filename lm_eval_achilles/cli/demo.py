@@ -10,7 +10,12 @@ HELP = (
 
 
 def add_arguments(p):
-    from lm_eval_achilles.cli.common import add_overwrite_argument, non_negative_int, positive_int
+    from lm_eval_achilles.cli.common import (
+        add_locator_arguments,
+        add_overwrite_argument,
+        non_negative_int,
+        positive_int,
+    )
     from lm_eval_achilles.paper.demo import DEFAULT_TASKS, DemoConfig
 
     d = DemoConfig()
@@ -40,9 +45,6 @@ def add_arguments(p):
         help="folder of <name>.jsonl task documents (default: the sample documents shipped in the package)",
     )
     p.add_argument("--mask", default=None, help="reuse this mask file instead of locating")
-    p.add_argument(
-        "--samples", type=positive_int, default=None, help="stage-1 noise samples K (default: the paper's 100)"
-    )
     p.add_argument("--seed", type=non_negative_int, default=d.seed, help="lm-eval and bootstrap seed")
     p.add_argument(
         "--max-new-tokens", type=positive_int, default=d.max_new_tokens, help="length of the before/after responses"
@@ -50,6 +52,8 @@ def add_arguments(p):
     p.add_argument("--bootstrap-iters", type=positive_int, default=d.bootstrap_iters)
     p.add_argument("--quiet", action="store_true", help="no progress bars; lm-eval logs errors only")
     add_overwrite_argument(p)
+    # --seed and --batch-size are lm-eval's here: the locator's are --locate-seed and --locate-batch-size
+    add_locator_arguments(p, taken=("seed", "batch-size"), minimize=False)
 
 
 def run(args) -> int:
@@ -57,6 +61,8 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
+    from lm_eval_achilles.cli.common import locator_config
+    from lm_eval_achilles.cli.summary import print_locate_summary
     from lm_eval_achilles.comparison.tables import text_table
     from lm_eval_achilles.paper.demo import DemoConfig, run_demo
 
@@ -70,7 +76,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         mask=Path(args.mask) if args.mask else None,
-        samples=args.samples,
+        locator=locator_config(args),
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
         bootstrap_iters=args.bootstrap_iters,
@@ -78,7 +84,7 @@ def run(args) -> int:
         command=" ".join(["achilles", *sys.argv[1:]]) if sys.argv[1:2] == ["demo"] else "achilles demo",
         overwrite=args.overwrite,
     )
-    result = run_demo(cfg)
+    result = run_demo(cfg, summary=print_locate_summary)
     print()
     print(
         f"Original vs masked ({len(result.comparison['rows'])} rows; {cfg.limit or 'all'} document(s) per task, "

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from lm_eval_achilles import defaults
 from lm_eval_achilles.cli.common import (
+    add_locator_arguments,
     add_model_arguments,
     add_overwrite_argument,
     check_modules_before_loading,
     load_from_args,
-    non_negative_int,
-    nonempty_str,
-    positive_float,
+    locator_config,
     positive_int,
 )
+
+#: Ranked entries a study keeps (it needs at most the stage-2 cap, 1000 by default; the mask file's 10 000
+#: would only cost time in the random and gradient baselines). ``--ranking-size`` overrides it.
+STUDY_RANKING_SIZE = 1000
 
 HELP = "run a comparison/ablation study of the paper (methods, components, sensitivity, probes, threshold, subsets, precision, scaling, all)"
 
@@ -22,31 +24,18 @@ def add_arguments(p):
     add_model_arguments(p)
     p.add_argument("--out", required=True, help="output folder (one sub-folder per study)")
     p.add_argument(
-        "--text",
-        type=nonempty_str,
-        default=None,
-        help="probe text for ranking and the critical set (default: Bookends)",
-    )
-    p.add_argument("--text-file", default=None, help="read the probe text from a file")
-    p.add_argument(
         "--eval-file",
         default=None,
         help="evaluation texts: a .jsonl file with a 'text' field per line, or a text file with "
         "paragraphs separated by blank lines (default: built-in WikiText-style paragraphs)",
     )
-    p.add_argument("--alpha", type=positive_float, default=defaults.ALPHA)
-    p.add_argument("--samples", type=positive_int, default=defaults.SAMPLES)
-    p.add_argument("--seed", type=non_negative_int, default=defaults.SEED)
-    p.add_argument("--epsilon", type=positive_float, default=defaults.EPSILON)
     p.add_argument(
         "--trials",
         type=positive_int,
         default=10,
         help="random-masking trials (paper: 10 in Fig. 3, 100 in Tables 12-14)",
     )
-    p.add_argument("--max-steps", type=positive_int, default=defaults.MAX_STEPS, help="stage-2 step cap")
-    p.add_argument("--modules", default=None, help="restrict candidate modules: globs or re:REGEX")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="masked sets per batched forward")
+    add_locator_arguments(p, minimize=False)
     p.add_argument("--quick", action="store_true", help="small sweeps (smoke test), not the paper's grids")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_overwrite_argument(p)
@@ -84,7 +73,6 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from lm_eval_achilles.cli.common import read_text
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.paper.studies import STUDIES, get_study, run_study, write_index
     from lm_eval_achilles.paper.studies.common import StudyContext
@@ -96,24 +84,17 @@ def run(args) -> int:
     for n in names:
         get_study(n)  # unknown name -> one-line error before loading the model
     # everything else that can be wrong is checked before the model is loaded, too
-    probe_text = read_text(args)
+    cfg = locator_config(args, ranking_size=STUDY_RANKING_SIZE)
     eval_texts = _eval_texts(args.eval_file) if args.eval_file else None
     check_output(args.out, results=[f"{n}/{n}.json" for n in names], overwrite=args.overwrite)
-    check_modules_before_loading(args)
+    check_modules_before_loading(args, cfg.modules)
     loaded = load_from_args(args)
     ctx = StudyContext(
         loaded=loaded,
         out=Path(args.out),
         command="achilles " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        probe_text=probe_text,
-        alpha=args.alpha,
-        samples=args.samples,
-        seed=args.seed,
-        epsilon=args.epsilon,
+        config=cfg,
         trials=args.trials,
-        batch_size=args.batch_size,
-        max_steps=args.max_steps,
-        modules=args.modules,
         quick=args.quick,
         progress=not args.quiet,
     )

@@ -9,15 +9,17 @@ from lm_eval_achilles.mask.mask_file import MaskFile
 
 
 def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
+    from lm_eval_achilles.locator.config import LocatorConfig
+
     c = mask.critical
-    loc = mask.locator
+    loc = LocatorConfig.from_record(mask.locator)
+    used = mask.locator.get("samples_used")  # a fact of the run, not a setting
     print(f"model      {model_name}  [{mask.model.architecture}, fingerprint {mask.model.fingerprint}]")
     print(
-        f"method     {loc.get('method')}  alpha={loc.get('alpha')} K={loc.get('samples')}"
-        + (f" (used {loc.get('samples_used')})" if loc.get("samples") == "auto" else "")
-        + f" seed={loc.get('seed')} "
-        f"epsilon={loc.get('epsilon')} step={loc.get('step')} granularity={loc.get('granularity')} "
-        f"probe={loc.get('probe_tokens')} tokens"
+        f"method     {loc.method}  alpha={loc.alpha} K={loc.samples}"
+        + (f" (used {used})" if loc.samples == "auto" else "")
+        + f" seed={loc.seed} epsilon={loc.epsilon} step={loc.step} granularity={loc.granularity} "
+        f"probe={mask.locator.get('probe_tokens')} tokens"
     )
     if c.size == 0:
         print(f"no critical set found ({c.stopping_reason}); best Delta = {c.delta:.3f} orders of magnitude")
@@ -31,7 +33,7 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
             print(f"  {i:>3}  {n.module:<40} {n.channel:>7}  {scores.get(n, float('nan')):>10.4g}")
     print(
         f"perplexity {fmt(c.baseline_ppl)} -> {fmt(c.masked_ppl)}   "
-        f"Delta = {c.delta:.3f} orders of magnitude (epsilon {loc.get('epsilon')})"
+        f"Delta = {c.delta:.3f} orders of magnitude (epsilon {loc.epsilon})"
     )
     if not math.isfinite(c.masked_ppl):
         print(

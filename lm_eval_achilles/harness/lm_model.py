@@ -5,7 +5,7 @@
 Every HFLM argument passes through. Extra arguments: ``mask=PATH``, ``top_n=K`` (first K of the
 ranking; 0 = the unmasked original), ``select=critical|minimal`` (the paper's critical set, or the
 minimal set of ``achilles locate --minimize``), ``scale=beta``, ``apply=hooks|fold``, ``locate=true`` with
-``locate_text/alpha/samples/epsilon/seed``, ``allow_fingerprint_mismatch``. ``pretrained`` may be
+``locate_<setting>`` (every locator setting: ``locate_alpha``, ``locate_samples``, ``locate_epsilon`` ...), ``allow_fingerprint_mismatch``. ``pretrained`` may be
 omitted (or ``embedded``) for the embedded SmolLM2-135M-Instruct, or name another model fetched from
 PyPI (``gemma-3-270m``). Hooks are applied by a context manager around each model call and generation,
 like lm-eval's own ``steered`` model.

@@ -6,28 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lm_eval_achilles import defaults
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import dtype_name
+from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.mask.mask_file import SELECTIONS, MaskFile, Neuron, distinct, load_mask
 from lm_eval_achilles.validate import as_bool, as_float, as_int, as_text
 
 APPLY_MODES = ("hooks", "fold")
 
-#: The locator arguments of ``locate=true`` and their defaults (the paper's).
-LOCATE_DEFAULTS = {
-    "locate_text": defaults.PROBE_TEXT,
-    "locate_alpha": defaults.ALPHA,
-    "locate_samples": defaults.SAMPLES,
-    "locate_epsilon": defaults.EPSILON,
-    "locate_seed": defaults.SEED,
-}
+#: The locator arguments of ``locate=true``: one per LocatorConfig setting (defaults are the paper's).
+LOCATE_ARGS = LocatorConfig.model_arg_names()
 #: Every model argument this package adds to HFLM's.
-SPEC_ARGS = ("mask", "top_n", "select", "scale", "apply", "locate", *LOCATE_DEFAULTS, "allow_fingerprint_mismatch")
+SPEC_ARGS = ("mask", "top_n", "select", "scale", "apply", "locate", *LOCATE_ARGS, "allow_fingerprint_mismatch")
 
 
 def check_arg_names(names, passthrough=()) -> None:
@@ -41,7 +35,7 @@ def check_arg_names(names, passthrough=()) -> None:
             continue
         close = difflib.get_close_matches(name, SPEC_ARGS, n=1, cutoff=0.75)
         if close or name.startswith("locate"):
-            hint = f"; did you mean {close[0]}?" if close else f"; choose one of {', '.join(LOCATE_DEFAULTS)}"
+            hint = f"; did you mean {close[0]}?" if close else f"; choose one of {', '.join(LOCATE_ARGS)}"
             raise AchillesError(f"unknown model argument {name!r}{hint}")
 
 
@@ -53,7 +47,7 @@ class MaskingSpec:
     apply: str = "hooks"
     select: str = "critical"
     locate: bool = False
-    locate_params: dict[str, Any] = field(default_factory=dict)
+    locate_config: LocatorConfig | None = None  # the locator's settings when locate=true
     allow_fingerprint_mismatch: bool = False
     mask_file: MaskFile | None = None
 
@@ -66,12 +60,8 @@ class MaskingSpec:
         apply="hooks",
         select="critical",
         locate=False,
-        locate_text=None,
-        locate_alpha=None,
-        locate_samples=None,
-        locate_epsilon=None,
-        locate_seed=None,
         allow_fingerprint_mismatch=False,
+        **locate_args,
     ) -> MaskingSpec:
         """Parse and check everything that can be checked without the model (fail before loading it).
 
@@ -94,17 +84,18 @@ class MaskingSpec:
         top_n = None if top_n is None else as_int(top_n, "top_n", minimum=0)
         if top_n not in (None, 0) and not mask and not locate:
             raise AchillesError(f"top_n={top_n} needs a ranking: pass mask=PATH or locate=true")
-        given = {
-            "locate_text": locate_text,
-            "locate_alpha": locate_alpha,
-            "locate_samples": locate_samples,
-            "locate_epsilon": locate_epsilon,
-            "locate_seed": locate_seed,
-        }
-        given = {k: v for k, v in given.items() if v is not None}
+        unknown = [k for k in locate_args if k not in LOCATE_ARGS]
+        if unknown:
+            check_arg_names(unknown)
+            raise AchillesError(f"unknown model argument {unknown[0]!r}")
+        given = {k: v for k, v in locate_args.items() if v is not None}
         if given and not locate:
             raise AchillesError(f"{', '.join(given)} only apply with locate=true")
-        params = {**LOCATE_DEFAULTS, **given}
+        locate_config = None
+        if locate:
+            if select == "minimal":
+                given.setdefault("locate_minimize", True)
+            locate_config = LocatorConfig.from_model_args(given)
         spec = cls(
             mask_path=mask or None,
             top_n=top_n,
@@ -113,16 +104,7 @@ class MaskingSpec:
             select=select,
             locate=locate,
             allow_fingerprint_mismatch=as_bool(allow_fingerprint_mismatch, "allow_fingerprint_mismatch"),
-            locate_params={
-                "text": as_text(params["locate_text"], "locate_text"),
-                "alpha": as_float(params["locate_alpha"], "locate_alpha", positive=True),
-                "samples": "auto"
-                if params["locate_samples"] == "auto"
-                else as_int(params["locate_samples"], "locate_samples", minimum=1),
-                "epsilon": as_float(params["locate_epsilon"], "locate_epsilon", positive=True),
-                "seed": as_int(params["locate_seed"], "locate_seed", minimum=0),
-                **({"minimize": True} if select == "minimal" else {}),
-            },
+            locate_config=locate_config,
         )
         if spec.mask_path:
             spec.mask_file = load_mask(spec.mask_path)
@@ -142,7 +124,7 @@ class MaskingSpec:
         if self.unmasked:
             return []
         if self.locate:
-            self.mask_file, self.mask_path = locate_cached(loaded, self.locate_params)
+            self.mask_file, self.mask_path = locate_cached(loaded, self.locate_config)
         neurons = self._selected(loaded.model, weights_digest(loaded.model))
         validate_neurons(loaded.model, neurons)
         return neurons
@@ -195,11 +177,11 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def locate_cache_path(loaded, params: dict[str, Any]) -> Path:
+def locate_cache_path(loaded, config) -> Path:
     """Where ``locate=true`` keeps its result for this model: the key covers the model's name or path,
     its architecture (``fingerprint``), its weights (``weights_digest``, a fixed sample of the values),
-    the loaded dtype and the locator parameters. Two checkpoints of one architecture (a base model and
-    its fine-tune) therefore never share an entry."""
+    the loaded dtype and the locator's settings (``LocatorConfig.to_record``). Two checkpoints of one
+    architecture (a base model and its fine-tune) therefore never share an entry."""
     from lm_eval_achilles.models.embedded import cache_dir
     from lm_eval_achilles.models.loading import fingerprint, weights_digest
 
@@ -209,34 +191,25 @@ def locate_cache_path(loaded, params: dict[str, Any]) -> Path:
         fingerprint(model),
         weights_digest(model),
         dtype_name(next(model.parameters()).dtype),
-        params,
+        config.to_record(),
     ]
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / "locate" / f"{key}.json"
 
 
-def locate_cached(loaded, params: dict[str, Any]) -> tuple[MaskFile, str]:
-    """Run the locator once per model (name, architecture, weights, dtype) and parameters; later calls
+def locate_cached(loaded, config) -> tuple[MaskFile, str]:
+    """Run the locator once per model (name, architecture, weights, dtype) and settings; later calls
     read the cached mask and say which model produced it."""
     from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.locator.rankers import RankerConfig
     from lm_eval_achilles.mask.mask_file import save_mask
 
-    path = locate_cache_path(loaded, params)
+    path = locate_cache_path(loaded, config)
     if path.is_file():
         mask = load_mask(path)
         made_by = f"{mask.model.name_or_path}, weights {mask.model.weights_digest or 'unknown'}"
         print(f"[achilles] using cached locator result {path} (located on {made_by})")
         return mask, str(path)
     print(f"[achilles] locating critical neurons (cached afterwards in {path})")
-    dtype = dtype_name(next(loaded.model.parameters()).dtype)
-    mask = locate(
-        loaded,
-        text=params["text"],
-        epsilon=params["epsilon"],
-        config=RankerConfig(alpha=params["alpha"], samples=params["samples"], seed=params["seed"]),
-        dtype=dtype,
-        minimize=bool(params.get("minimize")),
-    )
+    mask = locate(loaded, config)
     save_mask(mask, path)
     return mask, str(path)

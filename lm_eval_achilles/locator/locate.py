@@ -8,114 +8,94 @@ print(mask.critical.size, mask.critical.delta)
 
 from __future__ import annotations
 
-from lm_eval_achilles.defaults import EPSILON, MAX_PPL_TOKENS, MAX_STEPS, PROBE_TEXT, STEP
-from lm_eval_achilles.errors import AchillesError
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from lm_eval_achilles.defaults import MAX_PPL_TOKENS
 from lm_eval_achilles.formatting import dtype_name
+from lm_eval_achilles.locator import perturbation as p
 from lm_eval_achilles.locator.candidates import candidate_modules
+from lm_eval_achilles.locator.config import LocatorConfig
+from lm_eval_achilles.locator.minimize import minimize as minimize_set
 from lm_eval_achilles.locator.perplexity import encode
-from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
-from lm_eval_achilles.locator.search import SearchResult, greedy_search
-from lm_eval_achilles.mask.mask_file import Critical, MaskFile, Minimal, ModelInfo
+from lm_eval_achilles.locator.rankers import get_ranker
+from lm_eval_achilles.locator.ranking import rank_scores
+from lm_eval_achilles.locator.search import SearchResult, search_ranking
+from lm_eval_achilles.mask.mask_file import Critical, MaskFile, Minimal, ModelInfo, RankedNeuron
 from lm_eval_achilles.models.loading import LoadedModel, fingerprint, weights_digest
-from lm_eval_achilles.validate import as_float, as_int, as_text
 
 
-def locate(
-    loaded: LoadedModel,
-    text: str = PROBE_TEXT,
-    method: str = "perturbation",
-    test_text: str | None = None,
-    config: RankerConfig | None = None,
-    epsilon: float = EPSILON,
-    step: int = STEP,
-    max_steps: int = MAX_STEPS,
-    modules: str | None = None,
-    scale: float = 0.0,
-    search_batch_size: int = 8,
-    dtype: str = "auto",
-    minimize: bool = False,
-    max_evals: int | None = None,
-) -> MaskFile:
-    """Rank neurons with ``method`` on ``text`` (stage 1), then find the critical set on ``test_text``
-    (stage 2; defaults to ``text``, as in the paper). ``minimize`` then searches a smaller verified-minimal
-    set (:mod:`~lm_eval_achilles.locator.minimize`, at most ``max_evals`` candidate sets) stored as
-    ``minimal`` beside the paper's ``critical`` set."""
-    cfg = config or RankerConfig()
-    check_arguments(text, method, test_text, epsilon, step, max_steps, scale)
-    if max_evals is not None:
-        as_int(max_evals, "max_evals", minimum=1)
-    auto = cfg.samples == "auto"
-    if auto and method != "perturbation":
-        raise AchillesError(f"samples=auto applies to the perturbation method only, not {method!r}")
+def locate(loaded: LoadedModel, config: LocatorConfig | None = None, **settings) -> MaskFile:
+    """Rank neurons with ``config.method`` on ``config.text`` (stage 1), then find the critical set on
+    ``config.test_text`` (stage 2; defaults to the probe text, as in the paper). With ``minimize`` a
+    smaller verified-minimal set is searched next (:mod:`~lm_eval_achilles.locator.minimize`) and stored
+    as ``minimal`` beside the paper's ``critical`` set.
+
+    ``settings`` are :class:`LocatorConfig` fields replacing those of ``config`` (the paper's defaults
+    when None): ``locate(loaded, samples="auto", minimize=True)``."""
+    cfg = LocatorConfig.build(config, **settings)
     model, tok = loaded.model, loaded.tokenizer
-    names = candidate_modules(model, modules)
-    probe_ids = encode(tok, text, max_tokens=None, what="probe text")
-    test_ids = probe_ids if test_text is None else encode(tok, test_text, MAX_PPL_TOKENS, what="test text")
-    test_ids = test_ids[:, :MAX_PPL_TOKENS]
-
-    def search(ranking):
-        if not ranking:
-            raise AchillesError("the ranking is empty: no neuron changed under the perturbation")
-        return greedy_search(
-            model,
-            test_ids,
-            [r.neuron for r in ranking],
-            epsilon=epsilon,
-            step=step,
-            max_steps=max_steps,
-            scale=scale,
-            batch_size=search_batch_size,
-            progress=cfg.progress,
-        )
-
-    if auto:
-        ranking, result, auto_info = adaptive_locate(model, probe_ids, names, cfg, search)
-    else:
-        ranking = get_ranker(method)(model, tok, probe_ids, names, cfg)
-        result = search(ranking)
-        auto_info = {"samples_used": cfg.samples} if method == "perturbation" else {}
+    names = candidate_modules(model, cfg.modules)
+    probe_ids = encode(tok, cfg.text, max_tokens=None, what="probe text")
+    test_ids = probe_ids if cfg.test_text is None else encode(tok, cfg.test_text, MAX_PPL_TOKENS, what="test text")
+    located = rank_and_search(model, tok, probe_ids, test_ids[:, :MAX_PPL_TOKENS], names, cfg)
+    result = located.result
     minimal = None
-    if minimize and result.size > 0:
-        minimal = minimal_set(
-            model,
-            test_ids,
-            result,
-            [r.neuron for r in ranking],
-            epsilon=epsilon,
-            scale=scale,
-            batch_size=search_batch_size,
-            max_evals=max_evals,
-            progress=cfg.progress,
-            curve=step == 1 and cfg.granularity == "channel",
-        )
-    mask = to_mask_file(
-        loaded,
-        ranking,
-        result,
-        {
-            "method": method,
-            "text": text,
-            "test_text": test_text,
-            "alpha": cfg.alpha,
-            "samples": cfg.samples,
-            "seed": cfg.seed,
-            "epsilon": epsilon,
-            "step": step,
-            "granularity": cfg.granularity,
-            "dtype": dtype if dtype != "auto" else dtype_name(next(model.parameters()).dtype),
-            "modules": modules,
-            "scale": scale,
-            "max_steps": max_steps,
-            "probe_tokens": int(probe_ids.shape[1]),
-            **auto_info,
-            **({"minimize": True, "max_evals": max_evals} if minimize else {}),
-        },
+    if cfg.minimize and result.size > 0:
+        minimal = minimal_set(model, test_ids[:, :MAX_PPL_TOKENS], result, located.ranking, cfg)
+    locator = {
+        **cfg.to_record(),
+        "dtype": dtype_name(next(model.parameters()).dtype),
+        "probe_tokens": int(probe_ids.shape[1]),
+        **located.info,
+    }
+    return MaskFile(
+        model=model_info(loaded),
+        locator=locator,
+        ranking=list(located.ranking),
+        critical=from_result(Critical, result, curve=result.curve_ppl()),
+        neurons=result.neurons,
+        minimal=minimal,
     )
-    mask.minimal = minimal
-    return mask
 
 
-def adaptive_locate(model, probe_ids, names, cfg: RankerConfig, search):
+@dataclass
+class Located:
+    """Stage 1 and stage 2 of one run: the ranking, the search result, and what the run spent
+    (``samples_used`` ..., recorded in the mask file's ``locator`` block)."""
+
+    ranking: list[RankedNeuron]
+    result: SearchResult
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def rank_and_search(model, tokenizer, probe_ids, test_ids, names, cfg: LocatorConfig) -> Located:
+    """The locator's two stages on encoded texts: ``locate()`` and the studies both run through here."""
+    if cfg.samples == "auto":
+        return adaptive_locate(model, probe_ids, test_ids, names, cfg)
+    ranking = get_ranker(cfg.method)(model, tokenizer, probe_ids, names, cfg)
+    info = {"samples_used": cfg.samples} if cfg.method == "perturbation" else {}
+    return Located(ranking, search_ranking(model, test_ids, ranking, cfg), info)
+
+
+def from_result(cls, result, **values):
+    """A file record (``Critical``, ``Minimal``) from a result object with the same field names: the
+    one place results become records, so a field added to both is carried without a copy line."""
+    return cls(**{f.name: values[f.name] if f.name in values else getattr(result, f.name) for f in fields(cls)})
+
+
+def model_info(loaded: LoadedModel) -> ModelInfo:
+    return ModelInfo(
+        name_or_path=loaded.name_or_path,
+        architecture=type(loaded.model).__name__,
+        fingerprint=fingerprint(loaded.model),
+        weights_digest=weights_digest(loaded.model),
+    )
+
+
+def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Located:
     """``--samples auto`` (docs/method.md, "Adaptive K"): stage 1 in looks of a few samples until the ordered
     top-R of the ranking is unchanged over two successive looks, R = max(AUTO_TOP, AUTO_MARGIN x the
     critical prefix); stage 2 on that ranking. If the prefix turns out longer than R covers, more samples
@@ -123,25 +103,20 @@ def adaptive_locate(model, probe_ids, names, cfg: RankerConfig, search):
     The cap is AUTO_CAP samples; the draws are those of a fixed-K run with the same seed and batch size,
     so at the cap the result is the fixed K = AUTO_CAP result. Returns the ranking, the search result and
     the locator fields to record (``samples_used`` ...)."""
-    from tqdm.auto import tqdm
-
-    from lm_eval_achilles.locator import perturbation as p
-    from lm_eval_achilles.locator.rankers import rank_scores
-
     state = p.Perturbation(model, probe_ids, names, cfg.alpha, cfg.seed, cfg.batch_size, cap=p.AUTO_CAP)
     history: list = []
     top, stage2_runs = p.AUTO_TOP, 0
     with tqdm(total=p.AUTO_CAP, desc="stage 1: noisy samples (auto)", disable=not cfg.progress, unit="sample") as bar:
         while True:
             stable = state.add_until_stable(history, top, cfg.granularity, bar)
-            ranking = rank_scores(state.scores(), cfg.k, cfg.granularity)
-            result = search(ranking)
+            ranking = rank_scores(state.scores(), cfg.ranking_size, cfg.granularity)
+            result = search_ranking(model, test_ids, ranking, cfg)
             stage2_runs += 1
             need = max(p.AUTO_TOP, p.AUTO_MARGIN * result.size) if result.size else p.AUTO_KEEP + 1
             if state.samples >= state.cap or need <= top:
                 break
             top = need  # the prefix is longer than the stable top covers (or none was found): look further
-    return (
+    return Located(
         ranking,
         result,
         {
@@ -159,83 +134,24 @@ def adaptive_locate(model, probe_ids, names, cfg: RankerConfig, search):
     )
 
 
-def minimal_set(
-    model, test_ids, result: SearchResult, ranking, epsilon, scale, batch_size, max_evals, progress, curve
-) -> Minimal:
+def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConfig) -> Minimal:
     """Run :func:`~lm_eval_achilles.locator.minimize.minimize` from the critical prefix of ``result``;
-    with ``curve`` (step 1, channel granularity) the stage-2 curve orders its first step and seeds its memo."""
-    from lm_eval_achilles.locator.minimize import minimize
-
+    at step 1 and channel granularity the stage-2 curve orders its first step and seeds its memo."""
+    curve = cfg.step == 1 and cfg.granularity == "channel"
     nlls = [nll for _, nll in result.curve] if curve else None
     if nlls is not None and [n for n, _ in result.curve] != list(range(len(result.curve))):
         nlls = None
-    res = minimize(
+    res = minimize_set(
         model,
         test_ids,
         result.neurons,
-        ranking,
-        epsilon,
+        [r.neuron for r in ranking],
+        cfg.epsilon,
         curve_nlls=nlls,
         baseline=result.baseline_nll,
-        scale=scale,
-        batch_size=batch_size,
-        max_evals=max_evals,
-        progress=progress,
+        scale=cfg.scale,
+        batch_size=cfg.search_batch_size,
+        max_evals=cfg.max_evals,
+        progress=cfg.progress,
     )
-    return Minimal(
-        neurons=res.neurons,
-        delta=res.delta,
-        baseline_ppl=res.baseline_ppl,
-        masked_ppl=res.masked_ppl,
-        method=res.method,
-        forward_passes=res.forward_passes,
-        sets_evaluated=res.sets_evaluated,
-        verified_minimal=res.verified_minimal,
-        stopping_reason=res.stopping_reason,
-        seconds=res.seconds,
-        start_size=res.start_size,
-    )
-
-
-def check_arguments(
-    text: str = PROBE_TEXT,
-    method: str = "perturbation",
-    test_text: str | None = None,
-    epsilon: float = EPSILON,
-    step: int = STEP,
-    max_steps: int = MAX_STEPS,
-    scale: float = 0.0,
-) -> None:
-    """Everything :func:`locate` can check without the model (the ranker's settings are checked by
-    :class:`RankerConfig`). ``achilles locate`` calls it before loading the model; ``locate`` calls it
-    again, so the Python API gets the same one-line errors."""
-    as_text(text, "probe text")
-    if test_text is not None:
-        as_text(test_text, "test text")
-    get_ranker(method)
-    as_float(epsilon, "epsilon", positive=True)  # nan would never be crossed: all max_steps would run
-    as_int(step, "step", minimum=1)
-    as_int(max_steps, "max_steps", minimum=1)
-    as_float(scale, "scale")
-
-
-def to_mask_file(loaded: LoadedModel, ranking, result: SearchResult, locator: dict) -> MaskFile:
-    return MaskFile(
-        model=ModelInfo(
-            name_or_path=loaded.name_or_path,
-            architecture=type(loaded.model).__name__,
-            fingerprint=fingerprint(loaded.model),
-            weights_digest=weights_digest(loaded.model),
-        ),
-        locator=locator,
-        ranking=list(ranking),
-        critical=Critical(
-            size=result.size,
-            baseline_ppl=result.baseline_ppl,
-            masked_ppl=result.masked_ppl,
-            delta=result.delta,
-            curve=result.curve_ppl(),
-            stopping_reason=result.stopping_reason,
-        ),
-        neurons=result.neurons,
-    )
+    return from_result(Minimal, res)

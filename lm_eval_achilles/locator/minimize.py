@@ -32,8 +32,9 @@ import torch
 from tqdm.auto import tqdm
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.perplexity import baseline_nll, delta, evaluate_sets, ppl
+from lm_eval_achilles.locator.perplexity import PerplexityChange, baseline_nll, delta, evaluate_sets
 from lm_eval_achilles.mask.mask_file import Neuron, distinct
+from lm_eval_achilles.mask.masking import validate_neurons
 
 #: Channels beyond the current set that the augment and exchange steps screen: the next entries of the
 #: ranking, skipping those the search already removed as dispensable.
@@ -45,7 +46,7 @@ class BudgetExhausted(Exception):
 
 
 @dataclass
-class MinimizeResult:
+class MinimizeResult(PerplexityChange):
     neurons: list[Neuron]
     baseline_nll: float
     masked_nll: float
@@ -57,18 +58,6 @@ class MinimizeResult:
     seconds: float
     start_size: int
     log: list[dict] = field(default_factory=list)
-
-    @property
-    def delta(self) -> float:
-        return delta(self.masked_nll, self.baseline_nll)
-
-    @property
-    def baseline_ppl(self) -> float:
-        return ppl(self.baseline_nll)
-
-    @property
-    def masked_ppl(self) -> float:
-        return ppl(self.masked_nll)
 
 
 def grid(lo: int, hi: int, n: int) -> list[int]:
@@ -94,10 +83,8 @@ class Minimizer:
         batch_size: int = 8,
         max_evals: int | None = None,
         progress: bool = True,
-        cache: dict | None = None,
     ):
         self.model, self.ids, self.epsilon, self.scale = model, input_ids, epsilon, scale
-        self.cache = cache  # optional store shared between runs (benchmarks): counted as evaluated, not rerun
         self.batch_size, self.max_evals = batch_size, max_evals
         self.baseline = baseline_nll(model, input_ids) if baseline is None else baseline
         self.memo: dict[frozenset, float] = {}
@@ -119,25 +106,20 @@ class Minimizer:
         if self.max_evals is not None and self.evaluated + len(new) > self.max_evals:
             raise BudgetExhausted
         if new:
-            from lm_eval_achilles.mask.masking import validate_neurons
-
-            todo = [k for k in new if self.cache is None or k not in self.cache]
-            union = distinct(n for k in todo for n in sorted(k))
+            union = distinct(n for k in new for n in sorted(k))
             missing = [n for n in union if n.module not in self.sizes]
             if missing:
                 self.sizes.update(validate_neurons(self.model, missing))
             values = evaluate_sets(
                 self.model,
                 self.ids,
-                [sorted(k) for k in todo],
+                [sorted(k) for k in new],
                 scale=self.scale,
                 batch_size=self.batch_size,
                 sizes=self.sizes,
                 progress=self.bar,
             )
-            store = self.cache if self.cache is not None else self.memo
-            store.update(zip(todo, values))
-            self.memo.update((k, store[k]) for k in new)
+            self.memo.update(zip(new, values))
             self.forward_passes += math.ceil(len(new) / self.batch_size)
             self.evaluated += len(new)
         return [self.memo[k] for k in keys]
@@ -200,22 +182,20 @@ class Minimizer:
         return sorted(zip(self.deltas([base + [x] for x in outside]), outside), key=lambda t: -t[0])
 
     def exchange(
-        self, current: list[Neuron], loo: Sequence[float], pool: Sequence[Neuron], tries: int = 1
+        self, current: list[Neuron], loo: Sequence[float], pool: Sequence[Neuron]
     ) -> tuple[list[Neuron], list[float]] | None:
         """Swap and prune: replace the least essential neuron w of the minimal set ``current`` (size k) by
         the outside channel that gives the highest Delta in its place; if that set crosses, prune it. A
-        pruned set smaller than k is returned (with its leave-one-out Deltas); None if none of the
-        ``tries`` best swaps leads below k."""
+        pruned set smaller than k is returned (with its leave-one-out Deltas); None if the best swap
+        does not lead below k."""
         k = len(current)
         w = max(range(k), key=lambda i: (loo[i], i))
         base = current[:w] + current[w + 1 :]
-        for d, x in self.screen(base, pool)[:tries]:
-            if not self.crosses(d):
-                break
-            smaller, smaller_loo = self.prune(base + [x])
-            if len(smaller) < k:
-                return smaller, smaller_loo
-        return None
+        screened = self.screen(base, pool)
+        if not screened or not self.crosses(screened[0][0]):
+            return None
+        smaller, smaller_loo = self.prune(base + [screened[0][1]])
+        return (smaller, smaller_loo) if len(smaller) < k else None
 
 
 def curve_order(prefix: Sequence[Neuron], curve_nlls: Sequence[float] | None, epsilon: float) -> list[Neuron] | None:
@@ -230,10 +210,6 @@ def curve_order(prefix: Sequence[Neuron], curve_nlls: Sequence[float] | None, ep
     return [prefix[i] for i in sorted(late, key=lambda i: (d[i + 1] - d[i], -i))]
 
 
-#: The search steps, in order; ``minimize(steps=...)`` runs a subset (benchmarks compare them).
-STEPS = ("curve", "augment", "prune", "exchange")
-
-
 def minimize(
     model,
     input_ids: torch.Tensor,
@@ -246,9 +222,7 @@ def minimize(
     batch_size: int = 8,
     max_evals: int | None = None,
     pool: int = POOL,
-    steps: Sequence[str] = STEPS,
     progress: bool = True,
-    cache: dict | None = None,
 ) -> MinimizeResult:
     """A verified-minimal set that crosses ``epsilon``, no larger than ``prefix`` (the paper's critical set).
 
@@ -261,11 +235,8 @@ def minimize(
         raise AchillesError("nothing to minimize: the critical set is empty (no prefix crossed epsilon)")
     if max_evals is not None and max_evals < 1:
         raise AchillesError(f"max_evals must be >= 1, got {max_evals}")
-    unknown = [x for x in steps if x not in STEPS]
-    if unknown or "prune" not in steps:
-        raise AchillesError(f"minimize steps must include prune and be among {', '.join(STEPS)}, got {list(steps)}")
     t0 = time.perf_counter()
-    m = Minimizer(model, input_ids, epsilon, baseline, scale, batch_size, max_evals, progress, cache)
+    m = Minimizer(model, input_ids, epsilon, baseline, scale, batch_size, max_evals, progress)
     ranked = distinct(ranking)
     m.memo[frozenset()] = m.baseline  # the empty set is the unmasked model
     if curve_nlls is not None:  # the stage-2 prefixes are already evaluated: seed the memo with them
@@ -284,13 +255,13 @@ def minimize(
                 f"the critical set does not cross epsilon = {epsilon} when re-evaluated (Delta {d0:.4f})"
             )
         m.note("prefix", current)
-        order = curve_order(prefix, curve_nlls, epsilon) if "curve" in steps else None
+        order = curve_order(prefix, curve_nlls, epsilon)
         if order:
             current = m.drop_block(current, order, 1)
             used.append("curve")
             m.note("curve", current)
         start = current
-        if "augment" in steps and len(current) > 1:
+        if len(current) > 1:
             # the outside channel that adds most: more slack for pruning (kept only if it ends smaller)
             (d, x), *_ = m.screen(current, outside(current)) or [(None, None)]
             if x is not None and d > m.deltas([current])[0]:
@@ -304,7 +275,7 @@ def minimize(
         used.append("prune")
         verified = True
         m.note("minimal", current)
-        while "exchange" in steps and len(current) > 1:
+        while len(current) > 1:
             found = m.exchange(current, loo, outside(current))
             if found is None:
                 break

@@ -10,6 +10,8 @@ import torch
 
 from lm_eval_achilles.defaults import MAX_PPL_TOKENS, MIN_PROBE_TOKENS
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.mask.mask_file import distinct
+from lm_eval_achilles.mask.masking import row_masked, validate_neurons
 
 LN10 = math.log(10.0)
 
@@ -78,6 +80,31 @@ def ppl(nll: float) -> float:
         return math.inf
 
 
+class PerplexityChange:
+    """What a masked evaluation measured, read from the two mean NLLs it stores (``baseline_nll``,
+    ``masked_nll``): shared by the stage-2 result and the minimal-set result."""
+
+    baseline_nll: float
+    masked_nll: float
+
+    @property
+    def delta(self) -> float:
+        return delta(self.masked_nll, self.baseline_nll)
+
+    @property
+    def collapsed_nonfinite(self) -> bool:
+        """The masked perplexity was NaN/inf: counted as a collapse (Delta = inf)."""
+        return not math.isfinite(self.masked_nll)
+
+    @property
+    def baseline_ppl(self) -> float:
+        return ppl(self.baseline_nll)
+
+    @property
+    def masked_ppl(self) -> float:
+        return ppl(self.masked_nll)
+
+
 def evaluate_sets(
     model,
     input_ids: torch.Tensor,
@@ -90,9 +117,6 @@ def evaluate_sets(
     """Mean NLL of one text under each neuron set, ``batch_size`` sets per batched forward (a different
     mask per row). ``progress`` is an optional tqdm bar advanced per set; ``sizes`` are module output
     sizes already validated (see :func:`~lm_eval_achilles.mask.masking.validate_neurons`)."""
-    from lm_eval_achilles.mask.mask_file import distinct
-    from lm_eval_achilles.mask.masking import row_masked, validate_neurons
-
     union = distinct(n for s in sets for n in s)
     if sizes is None or any(n.module not in sizes for n in union):
         sizes = validate_neurons(model, union)

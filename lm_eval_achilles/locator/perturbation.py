@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from lm_eval_achilles.locator.ranking import rank_scores
 from lm_eval_achilles.mask.hooks import first_tensor, hooked
 
 #: ``--samples auto`` (docs/method.md, "Adaptive K"): samples added between two looks at the ranking,
@@ -130,7 +131,6 @@ class Perturbation:
         batches) and at least :data:`AUTO_MIN` samples are in, or the cap is reached. ``history`` keeps
         the top :data:`AUTO_KEEP` entries of every look, so a later call with a larger ``top`` can decide
         on the looks already made. Returns whether the ranking was found stable (False: cap reached)."""
-        from lm_eval_achilles.locator.rankers import rank_scores
 
         def stable() -> bool:
             if top > AUTO_KEEP or len(history) < 3 or history[-1][0] < AUTO_MIN:
@@ -161,11 +161,15 @@ def perturbation_scores(
     seed: int = 42,
     batch_size: int = 25,
     progress: bool = True,
+    cap: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per module a [T, C] float32 tensor: mean absolute activation change under Gaussian noise of
     scale ``alpha`` added to the input embeddings at every position (BOS included), K = ``samples``.
-    Keys are ordered as the modules fire in the forward pass. Deterministic for a seed and batch size."""
-    state = Perturbation(model, input_ids, modules, alpha=alpha, seed=seed, batch_size=batch_size, cap=samples)
+    Keys are ordered as the modules fire in the forward pass. Deterministic for a seed and batch size.
+    ``cap`` (default K) fixes the noise chunks: the first K samples of a run capped at ``cap`` (what
+    ``samples="auto"`` spent) are these."""
+    cap = samples if cap is None else cap
+    state = Perturbation(model, input_ids, modules, alpha=alpha, seed=seed, batch_size=batch_size, cap=cap)
     with tqdm(total=samples, desc="stage 1: noisy samples", disable=not progress, unit="sample") as bar:
         state.add(samples, bar)
     return state.scores()

@@ -1,99 +1,57 @@
 """Rankers: each turns a model and a probe text into a ranked list of neurons (same format, same
 stage-2 search). ``perturbation`` is the paper's stage 1; the others are baselines for comparison.
 
-:func:`rank_scores` turns per-module score tensors into one ranked list with ``torch.topk`` (no Python
-loop over elements). Ties are broken deterministically: module order (forward order), then position,
-then channel."""
+Every ranker is declared once, with :func:`ranker`, into :data:`RANKERS` (name -> function); all take
+``(model, tokenizer, input_ids, modules, cfg)`` with ``cfg`` a
+:class:`~lm_eval_achilles.locator.config.LocatorConfig` and return the ranking made by
+:func:`~lm_eval_achilles.locator.ranking.rank_scores`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from lm_eval_achilles.defaults import ALPHA, RANKING_SIZE, SAMPLES, SEED
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.perturbation import perturbation_scores
+from lm_eval_achilles.locator.ranking import rank_scores
 from lm_eval_achilles.mask.hooks import Recorder, first_tensor, hooked, output_sizes, replace_first
 from lm_eval_achilles.mask.mask_file import RankedNeuron
-from lm_eval_achilles.validate import as_float, as_int
 
-GRANULARITIES = ("channel", "position")
+if TYPE_CHECKING:  # the config imports this module (for the ranker names): typing only
+    from lm_eval_achilles.locator.config import LocatorConfig
 
+Ranker = Callable[[object, object, torch.Tensor, list, "LocatorConfig"], list[RankedNeuron]]
 
-def rank_scores(scores: Mapping[str, torch.Tensor], k: int, granularity: str = "channel") -> list[RankedNeuron]:
-    """Rank neurons by score, highest first.
-
-    ``scores[module]`` is [T, C] (per position and channel) or [C]. With ``granularity="channel"`` a
-    channel's score is its maximum over positions and each (module, channel) appears once; with
-    ``"position"`` every (module, position, channel) is an entry, as in the paper's counting.
-    Scores that are NaN or not above 1e-6 are dropped (as the authors' code does).
-    """
-    if granularity not in GRANULARITIES:
-        raise AchillesError(f"unknown granularity {granularity!r}; choose channel or position")
-    names = list(scores)
-    values, keys, widths = [], [], []
-    offset = 0
-    for name in names:
-        s = scores[name].float()
-        if s.dim() == 1:
-            s = s[None]
-        if granularity == "channel":
-            s = s.amax(dim=0, keepdim=True)
-        flat = s.reshape(-1).nan_to_num(nan=0.0)
-        top = torch.topk(flat, min(k, flat.numel()))
-        values.append(top.values.cpu())
-        keys.append(top.indices.cpu() + offset)
-        widths.append((name, offset, s.shape[1]))
-        offset += flat.numel()
-    v = torch.cat(values)
-    key = torch.cat(keys)
-    order = torch.argsort(key)  # module order, then position, then channel ...
-    v, key = v[order], key[order]
-    order = torch.sort(v, descending=True, stable=True).indices[:k]  # ... kept among equal scores
-    v, key = v[order], key[order]
-    keep = v > 1e-6
-    v, key = v[keep], key[keep]
-    starts = torch.tensor([w[1] for w in widths])
-    which = torch.searchsorted(starts, key, right=True) - 1
-    out = []
-    for score, flat_key, m in zip(v.tolist(), key.tolist(), which.tolist()):
-        name, start, width = widths[m]
-        pos, ch = divmod(flat_key - start, width)
-        out.append(RankedNeuron(name, ch, score, pos if granularity == "position" else None))
-    return out
+#: name -> ranker, in declaration order (the order ``--method`` lists them).
+RANKERS: dict[str, Ranker] = {}
 
 
-@dataclass
-class RankerConfig:
-    alpha: float = ALPHA
-    samples: int | str = SAMPLES  # K, or "auto" (locate only: docs/method.md, "Adaptive K")
-    seed: int = SEED
-    granularity: str = "channel"
-    batch_size: int = 25
-    k: int = RANKING_SIZE
-    progress: bool = True
-    #: keystone ranker only: capability type -> prompt texts (None = the built-in KEYSTONE_PROMPTS)
-    prompts: dict[str, list[str]] | None = None
+def ranker(name: str):
+    """Declare a ranker under ``name`` (once: a second declaration of a name is a programming error)."""
 
-    def __post_init__(self):
-        """Checked when built, so the CLI and the Python API refuse nonsense before the model is used
-        (``alpha=nan`` would otherwise fail only after the whole stage 1)."""
-        self.alpha = as_float(self.alpha, "alpha", positive=True)
-        if self.samples != "auto":
-            self.samples = as_int(self.samples, "samples", minimum=1)
-        self.seed = as_int(self.seed, "seed", minimum=0)
-        self.batch_size = as_int(self.batch_size, "batch_size", minimum=1)
-        self.k = as_int(self.k, "ranking size k", minimum=1)
-        if self.granularity not in GRANULARITIES:
-            raise AchillesError(f"unknown granularity {self.granularity!r}; choose channel or position")
+    def register(fn: Ranker) -> Ranker:
+        if name in RANKERS:
+            raise RuntimeError(f"ranker {name!r} declared twice")
+        RANKERS[name] = fn
+        return fn
+
+    return register
 
 
-Ranker = Callable[[object, object, torch.Tensor, list, RankerConfig], list[RankedNeuron]]
+def get_ranker(method: str) -> Ranker:
+    if method not in RANKERS:
+        raise AchillesError(f"unknown method {method!r}; choose one of {', '.join(RANKERS)}")
+    return RANKERS[method]
 
 
-def perturbation_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
+@ranker("perturbation")
+def perturbation_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
+    """The paper's stage 1 at a fixed K (``samples="auto"`` needs the stage-2 search between looks: it
+    runs through :func:`~lm_eval_achilles.locator.locate.rank_and_search`)."""
+    if cfg.samples == "auto":
+        raise AchillesError("samples=auto runs through locate() (it looks at the stage-2 result); give a number here")
     scores = perturbation_scores(
         model,
         input_ids,
@@ -104,16 +62,7 @@ def perturbation_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig)
         batch_size=cfg.batch_size,
         progress=cfg.progress,
     )
-    return rank_scores(scores, cfg.k, cfg.granularity)
-
-
-RANKERS: dict[str, Ranker] = {"perturbation": perturbation_ranker}
-
-
-def get_ranker(method: str) -> Ranker:
-    if method not in RANKERS:
-        raise AchillesError(f"unknown method {method!r}; choose one of {', '.join(RANKERS)}")
-    return RANKERS[method]
+    return rank_scores(scores, cfg.ranking_size, cfg.granularity)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,10 +89,11 @@ def random_scores(model, modules, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-def random_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
+@ranker("random")
+def random_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
     """Random neurons (the paper's random baseline, one trial per seed: use seeds seed, seed+1, ... for
     the 10-trial average). The probe text is not used; ``granularity`` is always channel."""
-    return rank_scores(random_scores(model, modules, cfg.seed), cfg.k, "channel")
+    return rank_scores(random_scores(model, modules, cfg.seed), cfg.ranking_size, "channel")
 
 
 def _record_outputs(model, modules, run) -> dict[str, torch.Tensor]:
@@ -163,10 +113,11 @@ def activation_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     return {n: acts[n][0].float().abs() for n in modules if n in acts}
 
 
-def activation_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
+@ranker("activation")
+def activation_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
     """Activation magnitude (AM): ranked by |activation| (the authors' script ranks the signed value,
     see docs/method.md; magnitude is what the paper's text describes)."""
-    return rank_scores(activation_scores(model, input_ids, modules), cfg.k, cfg.granularity)
+    return rank_scores(activation_scores(model, input_ids, modules), cfg.ranking_size, cfg.granularity)
 
 
 @torch.no_grad()
@@ -180,9 +131,10 @@ def signed_activation_scores(model, input_ids, modules) -> dict[str, torch.Tenso
     return {n: acts[n][0].float() for n in modules if n in acts}
 
 
-def activation_signed_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
+@ranker("activation_signed")
+def activation_signed_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
     """AM as the authors' code does it (signed value, descending): a reference-compatible variant."""
-    return rank_scores(signed_activation_scores(model, input_ids, modules), cfg.k, cfg.granularity)
+    return rank_scores(signed_activation_scores(model, input_ids, modules), cfg.ranking_size, cfg.granularity)
 
 
 def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
@@ -224,9 +176,10 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     return out
 
 
-def gradient_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
+@ranker("gradient")
+def gradient_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
     """Gradient magnitude (GM): |d loss / d activation| on the probe text, every module its own gradient."""
-    return rank_scores(gradient_scores(model, input_ids, modules), cfg.k, cfg.granularity)
+    return rank_scores(gradient_scores(model, input_ids, modules), cfg.ranking_size, cfg.granularity)
 
 
 #: Prompts of several capability types for the keystone ranker (written for this project).
@@ -288,7 +241,8 @@ def keystone_scores(strengths: dict[str, dict[str, torch.Tensor]]) -> dict[str, 
     return {m: torch.stack([strengths[k][m] for k in kinds]).amin(dim=0) for m in modules}
 
 
-def keystone_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> list[RankedNeuron]:
+@ranker("keystone")
+def keystone_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
     """Keystone neurons: this project's reading of "Tiny Brains, Giant Impact" (abstract only, see
     docs/method.md, "Rankers"): neurons *consistently highly activated across prompts
     of several capability types*, ranked by cross-task activation strength (:func:`keystone_scores`).
@@ -299,15 +253,6 @@ def keystone_ranker(model, tokenizer, input_ids, modules, cfg: RankerConfig) -> 
     texts = cfg.prompts or KEYSTONE_PROMPTS
     prompts = {k: [tokenizer(t, return_tensors="pt").input_ids for t in v] for k, v in texts.items() if v}
     prompts["probe"] = [input_ids]
-    return rank_scores(keystone_scores(keystone_strengths(model, prompts, modules, cfg.progress)), cfg.k, "channel")
-
-
-RANKERS.update(
-    {
-        "random": random_ranker,
-        "activation": activation_ranker,
-        "activation_signed": activation_signed_ranker,
-        "gradient": gradient_ranker,
-        "keystone": keystone_ranker,
-    }
-)
+    return rank_scores(
+        keystone_scores(keystone_strengths(model, prompts, modules, cfg.progress)), cfg.ranking_size, "channel"
+    )

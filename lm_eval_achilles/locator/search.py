@@ -6,43 +6,31 @@ Several candidate prefixes are evaluated in one batched forward (a different mas
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from lm_eval_achilles.defaults import EPSILON, MAX_STEPS, STEP
-from lm_eval_achilles.locator.perplexity import baseline_nll, delta, evaluate_sets, ppl
+from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.locator.perplexity import PerplexityChange, baseline_nll, delta, evaluate_sets, ppl
 from lm_eval_achilles.mask.mask_file import Neuron, distinct
+from lm_eval_achilles.mask.masking import validate_neurons
+
+if TYPE_CHECKING:  # the config imports the rankers, which need nothing from here: typing only
+    from lm_eval_achilles.locator.config import LocatorConfig
 
 
 @dataclass
-class SearchResult:
+class SearchResult(PerplexityChange):
     size: int  # number of ranking entries in the critical prefix (0 if not found)
     neurons: list[Neuron]  # distinct channels of that prefix
     baseline_nll: float
     masked_nll: float
     stopping_reason: str  # "threshold", "max_steps_reached" or "ranking_exhausted"
     curve: list[tuple[int, float]] = field(default_factory=list)  # (n, mean NLL), n = 0 is the baseline
-
-    @property
-    def delta(self) -> float:
-        return delta(self.masked_nll, self.baseline_nll)
-
-    @property
-    def collapsed_nonfinite(self) -> bool:
-        """The masked perplexity was NaN/inf: counted as a collapse (Delta = inf)."""
-        return not math.isfinite(self.masked_nll)
-
-    @property
-    def baseline_ppl(self) -> float:
-        return ppl(self.baseline_nll)
-
-    @property
-    def masked_ppl(self) -> float:
-        return ppl(self.masked_nll)
 
     def curve_ppl(self) -> list[list[float]]:
         return [[n, ppl(nll)] for n, nll in self.curve]
@@ -65,7 +53,7 @@ def greedy_search(
     the critical size (the phase transition). A NaN/inf masked perplexity is a collapse (Delta = inf,
     see :func:`~lm_eval_achilles.locator.perplexity.delta`); a non-finite baseline is an error."""
     if step < 1:
-        raise ValueError("step must be >= 1")
+        raise AchillesError(f"step must be >= 1, got {step}")
     baseline = baseline_nll(model, input_ids)
     curve: list[tuple[int, float]] = [(0, baseline)]
     prefixes: list[int] = []
@@ -74,8 +62,6 @@ def greedy_search(
         if prefixes and n == prefixes[-1]:
             break
         prefixes.append(n)
-    from lm_eval_achilles.mask.masking import validate_neurons
-
     sizes = validate_neurons(model, distinct(ranking[: prefixes[-1]])) if prefixes else {}
     found = None
     with tqdm(total=len(prefixes), desc="stage 2: greedy search", disable=not progress, unit="step") as bar:
@@ -103,4 +89,22 @@ def greedy_search(
         masked_nll=nll,
         stopping_reason=reason,
         curve=curve,
+    )
+
+
+def search_ranking(model, test_ids: torch.Tensor, ranking: Sequence, cfg: LocatorConfig) -> SearchResult:
+    """Stage 2 with a :class:`~lm_eval_achilles.locator.config.LocatorConfig`'s settings (epsilon, step,
+    max_steps, scale, search_batch_size): the one entry used by ``locate()`` and the studies."""
+    if not ranking:
+        raise AchillesError("the ranking is empty: no neuron changed under the perturbation")
+    return greedy_search(
+        model,
+        test_ids,
+        [Neuron(r.module, r.channel) for r in ranking],
+        epsilon=cfg.epsilon,
+        step=cfg.step,
+        max_steps=cfg.max_steps,
+        scale=cfg.scale,
+        batch_size=cfg.search_batch_size,
+        progress=cfg.progress,
     )

@@ -21,6 +21,7 @@ from typing import Any
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import code_cell, markdown_table
 from lm_eval_achilles.jsonio import write_text_atomic
+from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.resources import sample_data_dir
 from lm_eval_achilles.validate import check_output
 
@@ -37,7 +38,7 @@ class DemoConfig:
     batch_size: int = 64  # one batch per condition: few sequential decoding steps on a CPU
     data_dir: Path | None = None  # None = the sample documents shipped in the package
     mask: Path | None = None  # reuse a mask instead of locating
-    samples: int | None = None  # stage-1 noise samples (default: the paper's 100)
+    locator: LocatorConfig | None = None  # the locator's settings (None: the paper's)
     seed: int = 1234
     extra_steps: int = 4
     max_new_tokens: int = 32
@@ -57,15 +58,10 @@ class DemoResult:
     demo_md: Path | None = None
 
 
-def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
-    from lm_eval_achilles.comparison.conditions import (
-        RESULT_FOLDERS,
-        RunSettings,
-        checked_task_manager,
-        run_conditions,
-    )
-    from lm_eval_achilles.comparison.metrics import compare_folders
-    from lm_eval_achilles.comparison.tables import write_comparison
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print, summary: Callable | None = None) -> DemoResult:
+    """The demo end to end; ``log`` prints the steps, ``summary(mask, model_name, path)`` the located set."""
+    from lm_eval_achilles.comparison.conditions import RESULT_FOLDERS, RunSettings, checked_task_manager
+    from lm_eval_achilles.comparison.workflow import compare_model, locate_to_file
     from lm_eval_achilles.mask.mask_file import load_mask, save_mask
     from lm_eval_achilles.models.loading import load_model
     from lm_eval_achilles.paper.report import build_report
@@ -107,19 +103,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         mask = load_mask(cfg.mask)
         save_mask(mask, mask_path)
     else:
-        from lm_eval_achilles.cli.summary import print_locate_summary
-        from lm_eval_achilles.locator.locate import locate
-        from lm_eval_achilles.locator.rankers import RankerConfig
-
-        rc = (
-            RankerConfig(progress=cfg.progress)
-            if cfg.samples is None
-            else RankerConfig(samples=cfg.samples, progress=cfg.progress)
-        )
-        log(f"[2/4] locating the critical neurons (perturbation, K={rc.samples}, seed {rc.seed})")
-        mask = locate(loaded, config=rc, dtype="float32")
-        save_mask(mask, mask_path)
-        print_locate_summary(mask, loaded.display_name, mask_path)
+        rc = LocatorConfig.build(cfg.locator, progress=cfg.progress)
+        log(f"[2/4] locating the critical neurons ({rc.method}, K={rc.samples}, seed {rc.seed})")
+        mask = locate_to_file(loaded, rc, mask_path, summary=summary)
     timings["locate"] = time.perf_counter() - t
     if mask.critical.size == 0:
         raise AchillesError("the locator found no critical set; nothing to compare")
@@ -143,15 +129,6 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         f"{gen or 'task generation lengths'}, batch size {cfg.batch_size}, data {data_dir}"
     )
     t = time.perf_counter()
-    original, masked = run_conditions(
-        {"pretrained": cfg.model or "embedded", "dtype": "float32"},
-        mask_path,
-        settings,
-        out / "compare",
-        overwrite=cfg.overwrite,
-    )
-    timings["compare"] = time.perf_counter() - t
-    comparison = compare_folders(original, masked, iters=cfg.bootstrap_iters, seed=cfg.seed)
     docs = f"{cfg.limit or 'all'} document(s) per task from {data_dir.name}/ (fixture data)"
     notes = [
         f"demo settings: {docs}, generation capped at {cfg.max_gen_toks} new tokens (tasks' own: 50 for "
@@ -159,7 +136,18 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         if cfg.max_gen_toks
         else f"demo settings: {docs}"
     ]
-    cpaths = write_comparison(comparison, out / "compare", title=f"{title}: original vs masked", notes=notes)
+    compared = compare_model(
+        {"pretrained": cfg.model or "embedded", "dtype": "float32"},
+        mask_path,
+        settings,
+        out / "compare",
+        overwrite=cfg.overwrite,
+        iters=cfg.bootstrap_iters,
+        title=f"{title}: original vs masked",
+        notes=notes,
+    )
+    timings["compare"] = time.perf_counter() - t
+    comparison, cpaths = compared.comparison, compared.paths
     timings["total"] = time.perf_counter() - t0
     result = DemoResult(
         mask_path=mask_path, report=report, comparison=comparison, comparison_paths=cpaths, timings=timings

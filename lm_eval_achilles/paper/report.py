@@ -26,6 +26,7 @@ from typing import Any
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.formatting import code_cell, fmt, markdown_table
 from lm_eval_achilles.jsonio import write_json_atomic, write_text_atomic
+from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.mask.mask_file import MaskFile, Neuron, distinct
 
 QUESTIONS = (
@@ -228,7 +229,7 @@ def build_report(
 
     if name in NAMED_MODELS:  # a short name recorded in the mask file: show the full one
         name = NAMED_MODELS[name].display_name
-    eps = float(mask.locator.get("epsilon", 1.0))
+    eps = LocatorConfig.from_record(mask.locator).epsilon
     found = c.size > 0
     n_crit = len(mask.neurons) if found else None
     paths: dict[str, Path] = {}
@@ -267,7 +268,7 @@ def build_report(
     }
     if loaded is not None:
         n_max = (c.size if found else 0) + extra_steps
-        steps, answer_tok = answer_token_steps(loaded, mask, n_max, scale=float(mask.locator.get("scale", 0.0) or 0.0))
+        steps, answer_tok = answer_token_steps(loaded, mask, n_max, scale=LocatorConfig.from_record(mask.locator).scale)
         paths["answer_token"] = answer_token_curve(
             [s.to_json() for s in steps],
             out / "answer_token.png",
@@ -298,13 +299,12 @@ def build_report(
 
 def report_markdown(data: dict[str, Any], mask: MaskFile, paths: dict[str, Path]) -> str:
     c = mask.critical
-    loc = mask.locator
+    loc = LocatorConfig.from_record(mask.locator)
     lines = [f"# Critical neurons of {data['model']}", ""]
     if data.get("mask"):
         lines.append(
-            f"Mask file: `{data['mask']}` (method {loc.get('method')}, alpha {loc.get('alpha')}, "
-            f"K {loc.get('samples')}, seed {loc.get('seed')}, epsilon {loc.get('epsilon')}, "
-            f"granularity {loc.get('granularity')})."
+            f"Mask file: `{data['mask']}` (method {loc.method}, alpha {loc.alpha}, "
+            f"K {loc.samples}, seed {loc.seed}, epsilon {loc.epsilon}, granularity {loc.granularity})."
         )
         lines.append("")
     if c.size > 0:

@@ -7,20 +7,24 @@ import math
 import statistics
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from lm_eval_achilles.defaults import ALPHA, EPSILON, MAX_PPL_TOKENS, PROBE_TEXT, SAMPLES, SEED
+from lm_eval_achilles.defaults import MAX_PPL_TOKENS, SAMPLES
 from lm_eval_achilles.formatting import dtype_name, markdown_table
 from lm_eval_achilles.jsonio import write_json_atomic, write_text_atomic
 from lm_eval_achilles.locator.candidates import candidate_modules
+from lm_eval_achilles.locator.config import LocatorConfig
+from lm_eval_achilles.locator.locate import Located, rank_and_search
 from lm_eval_achilles.locator.perplexity import encode, evaluate_sets, ppl
-from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
-from lm_eval_achilles.locator.search import SearchResult, greedy_search
+from lm_eval_achilles.locator.perturbation import AUTO_CAP, perturbation_scores
+from lm_eval_achilles.locator.rankers import get_ranker
+from lm_eval_achilles.locator.ranking import rank_scores
+from lm_eval_achilles.locator.search import SearchResult, search_ranking
 from lm_eval_achilles.mask.mask_file import Neuron, RankedNeuron, distinct
 from lm_eval_achilles.models.loading import LoadedModel
 from lm_eval_achilles.paper.studies.texts import WIKITEXT
@@ -83,24 +87,17 @@ def short(n: Neuron | RankedNeuron) -> str:
 @dataclass
 class StudyContext:
     """Everything a study needs; rankings, the stage-1 scores and the critical set are computed once and
-    shared by all studies of one ``achilles study all`` run."""
+    shared by all studies of one ``achilles study all`` run. The locator's settings are one
+    :class:`~lm_eval_achilles.locator.config.LocatorConfig` (``config``); a study that varies one of them
+    passes it as an override (``ctx.ranking("perturbation", alpha=3)``)."""
 
     loaded: LoadedModel
     out: Path
     command: str = ""
-    probe_text: str = PROBE_TEXT
+    config: LocatorConfig = field(default_factory=lambda: LocatorConfig(ranking_size=1000))
     eval_texts: list[str] = field(default_factory=lambda: list(WIKITEXT))
-    alpha: float = ALPHA
-    samples: int = SAMPLES
-    seed: int = SEED
-    epsilon: float = EPSILON
     trials: int = 10
-    batch_size: int = 8
-    stage1_batch_size: int = 25
-    max_steps: int = 1000
-    modules: str | None = None
     quick: bool = False
-    progress: bool = True
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -111,13 +108,26 @@ class StudyContext:
     def tokenizer(self):
         return self.loaded.tokenizer
 
+    @property
+    def probe_text(self) -> str:
+        return self.config.text
+
+    @property
+    def progress(self) -> bool:
+        return self.config.progress
+
+    @property
+    def batch_size(self) -> int:
+        """Masked sets per batched forward (the locator's ``search_batch_size``)."""
+        return self.config.search_batch_size
+
     def _cached(self, key, make):
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
 
     def module_names(self) -> list[str]:
-        return self._cached("modules", lambda: candidate_modules(self.model, self.modules))
+        return self._cached("modules", lambda: candidate_modules(self.model, self.config.modules))
 
     def ids(self, text: str, max_tokens: int | None = None) -> torch.Tensor:
         return self._cached(("ids", text, max_tokens), lambda: encode_quiet(self.tokenizer, text, max_tokens))
@@ -130,55 +140,65 @@ class StudyContext:
     def eval_ids(self) -> list[torch.Tensor]:
         return [self.ids(t, MAX_PPL_TOKENS) for t in self.eval_texts]
 
-    def config(self, **overrides) -> RankerConfig:
-        base = dict(
-            alpha=self.alpha,
-            samples=self.samples,
-            seed=self.seed,
-            batch_size=self.stage1_batch_size,
-            k=max(self.max_steps, 1000),
-            progress=self.progress,
-        )
-        base.update(overrides)
-        return RankerConfig(**base)
+    def with_settings(self, **overrides) -> LocatorConfig:
+        """The context's config with ``overrides``; the ranking always covers the stage-2 cap."""
+        cfg = LocatorConfig.build(self.config, **overrides)
+        if "ranking_size" not in overrides and cfg.ranking_size < cfg.max_steps:
+            cfg = replace(cfg, ranking_size=cfg.max_steps)
+        return cfg
 
     def ranking(
         self, method: str = "perturbation", text: str | None = None, modules: Sequence[str] | None = None, **overrides
     ) -> list[RankedNeuron]:
-        """Ranking by ``method`` on ``text`` (default the probe), cached by all its parameters."""
+        """Ranking by ``method`` on ``text`` (default the probe), cached by all its parameters. With
+        ``samples="auto"`` a perturbation ranking is the one the adaptive locator settles on for that text."""
         text = self.probe_text if text is None else text
         names = list(modules) if modules is not None else self.module_names()
-        cfg = self.config(**overrides)
+        if method != "perturbation" and self.config.samples == "auto":
+            overrides.setdefault("samples", SAMPLES)  # only the perturbation ranker draws samples
+        cfg = self.with_settings(method=method, **overrides)
+        if method == "perturbation" and cfg.samples == "auto":
+            size = {k: v for k, v in overrides.items() if k != "ranking_size"}
+            return self.located(text, names, self.with_settings(**size)).ranking[: cfg.ranking_size]
         if (
             method == "perturbation"
             and text == self.probe_text
             and modules is None
             and not set(overrides) & {"alpha", "samples", "seed", "batch_size"}
         ):
-            from lm_eval_achilles.locator.rankers import (
-                rank_scores,  # same stage-1 run as stage1_scores(): computed once
-            )
-
-            key = ("ranking-stage1", cfg.k, cfg.granularity)
-            return self._cached(key, lambda: rank_scores(self.stage1_scores(), cfg.k, cfg.granularity))
-        key = ("ranking", method, text, tuple(names), repr(sorted(vars(cfg).items())))
+            key = ("ranking-stage1", cfg.ranking_size, cfg.granularity)  # same stage-1 run as stage1_scores()
+            return self._cached(key, lambda: rank_scores(self.stage1_scores(), cfg.ranking_size, cfg.granularity))
+        key = ("ranking", text, tuple(names), cfg)
         return self._cached(key, lambda: get_ranker(method)(self.model, self.tokenizer, self.ids(text), names, cfg))
 
-    def stage1_scores(self) -> dict[str, torch.Tensor]:
-        """Stage-1 importance of every candidate module on the probe (paper parameters of the context)."""
-        from lm_eval_achilles.locator.perturbation import perturbation_scores
+    def located(self, text: str, names: Sequence[str], cfg: LocatorConfig) -> Located:
+        """Both stages of the locator on ``text`` (its own test text), as ``locate()`` runs them."""
+        key = ("located", text, tuple(names), cfg)
+        ids = self.ids(text)
+        return self._cached(
+            key, lambda: rank_and_search(self.model, self.tokenizer, ids, ids[:, :MAX_PPL_TOKENS], list(names), cfg)
+        )
 
+    def stage1_scores(self) -> dict[str, torch.Tensor]:
+        """Stage-1 importance of every candidate module on the probe (the context's settings; with
+        ``samples="auto"`` at the K the adaptive run settled on, from the same noise draws)."""
+        cfg = self.config
+        samples, cap = cfg.samples, cfg.samples
+        if samples == "auto":
+            samples = self.located(self.probe_text, self.module_names(), self.with_settings()).info["samples_used"]
+            cap = AUTO_CAP
         return self._cached(
             "stage1",
             lambda: perturbation_scores(
                 self.model,
                 self.probe_ids,
                 self.module_names(),
-                alpha=self.alpha,
-                samples=self.samples,
-                seed=self.seed,
-                batch_size=self.stage1_batch_size,
-                progress=self.progress,
+                alpha=cfg.alpha,
+                samples=samples,
+                seed=cfg.seed,
+                batch_size=cfg.batch_size,
+                progress=cfg.progress,
+                cap=cap,
             ),
         )
 
@@ -189,19 +209,15 @@ class StudyContext:
         epsilon: float | None = None,
         max_steps: int | None = None,
     ) -> SearchResult:
+        """Stage 2 of ``ranking`` on ``text`` with the context's settings (``epsilon``/``max_steps`` varied)."""
         text = self.probe_text if text is None else text
-        return greedy_search(
-            self.model,
-            self.ids(text)[:, :MAX_PPL_TOKENS],
-            [Neuron(r.module, r.channel) for r in ranking],
-            epsilon=self.epsilon if epsilon is None else epsilon,
-            max_steps=self.max_steps if max_steps is None else max_steps,
-            batch_size=self.batch_size,
-            progress=self.progress,
-        )
+        given = {k: v for k, v in {"epsilon": epsilon, "max_steps": max_steps}.items() if v is not None}
+        return search_ranking(self.model, self.ids(text)[:, :MAX_PPL_TOKENS], ranking, self.with_settings(**given))
 
     def critical(self) -> SearchResult:
-        """The paper's critical set on the probe (perturbation ranking, epsilon of the context)."""
+        """The paper's critical set on the probe (perturbation ranking, the context's settings)."""
+        if self.config.samples == "auto":
+            return self.located(self.probe_text, self.module_names(), self.with_settings()).result
         return self._cached("critical", lambda: self.search(self.ranking("perturbation")))
 
     def critical_neurons(self, fallback: int = 10) -> tuple[list[Neuron], str]:
@@ -240,13 +256,13 @@ def context_meta(ctx: StudyContext) -> dict[str, Any]:
         "model": ctx.loaded.name_or_path,
         "display_name": ctx.loaded.display_name,
         "dtype": dtype_name(next(ctx.model.parameters()).dtype),
-        "alpha": ctx.alpha,
-        "samples": ctx.samples,
-        "seed": ctx.seed,
-        "epsilon": ctx.epsilon,
+        "alpha": ctx.config.alpha,
+        "samples": ctx.config.samples,
+        "seed": ctx.config.seed,
+        "epsilon": ctx.config.epsilon,
         "trials": ctx.trials,
-        "max_steps": ctx.max_steps,
-        "modules": ctx.modules,
+        "max_steps": ctx.config.max_steps,
+        "modules": ctx.config.modules,
         "quick": ctx.quick,
         "probe_tokens": int(ctx.probe_ids.shape[1]),
         "eval_texts": len(ctx.eval_texts),
@@ -265,7 +281,7 @@ def write_result(result: StudyResult, ctx: StudyContext, seconds: float | None =
     lines += [
         f"Model: {meta['display_name']} ({meta['dtype']}); probe {meta['probe_tokens']} tokens; "
         f"evaluation text: {meta['eval_texts']} WikiText-style paragraphs, {meta['eval_tokens']} tokens; "
-        f"alpha={ctx.alpha}, K={ctx.samples}, seed={ctx.seed}, epsilon={ctx.epsilon}"
+        f"alpha={ctx.config.alpha}, K={ctx.config.samples}, seed={ctx.config.seed}, epsilon={ctx.config.epsilon}"
         + (f"; ran in {seconds:.0f} s" if seconds is not None else "")
         + ".",
         "",

@@ -43,7 +43,7 @@ def run(ctx: StudyContext) -> StudyResult:
                 keys.append((g, "imp", n, None))
                 sets.append(ranked[:n])
         for t in range(ctx.trials):
-            rnd = [r.neuron for r in rank_scores(random_scores(ctx.model, mods, ctx.seed + t), top)]
+            rnd = [r.neuron for r in rank_scores(random_scores(ctx.model, mods, ctx.config.seed + t), top)]
             for n in levels:
                 if n <= len(rnd):
                     keys.append((g, "rand", n, t))
@@ -75,7 +75,7 @@ def run(ctx: StudyContext) -> StudyResult:
         ctx.out / "components" / plot,
         title="masking by component",
         xlog=True,
-        threshold_ppl=base * 10**ctx.epsilon,
+        threshold_ppl=base * 10**ctx.config.epsilon,
     )
     findings = []
     for g in groups:
@@ -85,7 +85,7 @@ def run(ctx: StudyContext) -> StudyResult:
             f"{g}: importance top-{levels[0]}/{levels[1]}/{levels[2]} -> "
             + "/".join(fmt(d.get(n, float("nan"))) for n in levels)
             + f" (baseline {fmt(base)}; largest Δ = {math.log10(worst / base):.2f} orders of magnitude, "
-            f"{'reaches' if worst >= base * 10**ctx.epsilon else 'stays below'} ε = {ctx.epsilon}); "
+            f"{'reaches' if worst >= base * 10**ctx.config.epsilon else 'stays below'} ε = {ctx.config.epsilon}); "
             f"random top level mean {fmt(mean_sd(rnd.get(g, {}).get(top, [float('nan')]))[0])}"
         )
     return StudyResult(
@@ -111,7 +111,7 @@ def run(ctx: StudyContext) -> StudyResult:
         findings=findings,
         notes=[
             "Importance = stage-1 Imp(s) on the probe (one stage-1 run, ranked within each component; distinct channels).",
-            f"Random: {ctx.trials} trials per cell (seeds {ctx.seed}..{ctx.seed + ctx.trials - 1}); the paper used 100.",
+            f"Random: {ctx.trials} trials per cell (seeds {ctx.config.seed}..{ctx.config.seed + ctx.trials - 1}); the paper used 100.",
             "attention = q/k/v/o projections (post_attention_layernorm, which the paper's filter also matches, is left out).",
             "PPL is the token-weighted perplexity on the WikiText-style evaluation paragraphs.",
             "In a SwiGLU MLP, zeroing channel j of gate_proj, of act_fn or of up_proj all zero the same product "

@@ -23,8 +23,10 @@ LABELS = {
 def run(ctx: StudyContext) -> StudyResult:
     levels = QUICK_LEVELS if ctx.quick else LEVELS
     top = max(levels)
-    rankings = {m: [r.neuron for r in ctx.ranking(m, k=top)] for m in METHODS}
-    trials = [[r.neuron for r in ctx.ranking("random", k=top, seed=ctx.seed + t)] for t in range(ctx.trials)]
+    rankings = {m: [r.neuron for r in ctx.ranking(m, ranking_size=top)] for m in METHODS}
+    trials = [
+        [r.neuron for r in ctx.ranking("random", ranking_size=top, seed=ctx.config.seed + t)] for t in range(ctx.trials)
+    ]
     keys, sets = [], []
     for m, rk in rankings.items():
         for n in levels:
@@ -48,7 +50,7 @@ def run(ctx: StudyContext) -> StudyResult:
             curves.setdefault(LABELS[m], []).append((n, ppl(v)))
     rand_stats = {n: mean_sd(vals) for n, vals in sorted(raw.get("random", {}).items())}
     curves[LABELS["random"]] = [(0, ppl(base))] + [(n, s[0]) for n, s in rand_stats.items()]
-    thr = ppl(base) * 10**ctx.epsilon
+    thr = ppl(base) * 10**ctx.config.epsilon
 
     def first_cross(points):
         return next((n for n, p in sorted(points) if p >= thr), None)
@@ -72,7 +74,7 @@ def run(ctx: StudyContext) -> StudyResult:
         ]
         + [
             first_cross([(n, s[0]) for n, s in rand_stats.items()]) or f">{top}",
-            f"(seeds {ctx.seed}..{ctx.seed + ctx.trials - 1})",
+            f"(seeds {ctx.config.seed}..{ctx.config.seed + ctx.trials - 1})",
         ]
     )
     plot = "methods.png"
@@ -92,9 +94,9 @@ def run(ctx: StudyContext) -> StudyResult:
         findings.append(
             f"{LABELS[m]}: PPL {fmt(ppl(base))} -> {fmt(pts[-1][1])} at n = {pts[-1][0]}; "
             + (
-                f"first level with Delta >= {ctx.epsilon}: n = {fc}"
+                f"first level with Delta >= {ctx.config.epsilon}: n = {fc}"
                 if fc is not None
-                else f"never reaches Delta >= {ctx.epsilon} up to n = {pts[-1][0]}"
+                else f"never reaches Delta >= {ctx.config.epsilon} up to n = {pts[-1][0]}"
             )
         )
     return StudyResult(
@@ -105,7 +107,9 @@ def run(ctx: StudyContext) -> StudyResult:
             "(GM) barely (plateaus), even at 1,000 neurons; the perturbation ranking collapses the model with a "
             "handful of neurons."
         ),
-        columns=["method"] + [f"n={n}" for n in levels] + [f"first n with Δ≥{ctx.epsilon}", "top 3 of the ranking"],
+        columns=["method"]
+        + [f"n={n}" for n in levels]
+        + [f"first n with Δ≥{ctx.config.epsilon}", "top 3 of the ranking"],
         rows=rows,
         data={
             "levels": levels,
@@ -122,7 +126,7 @@ def run(ctx: StudyContext) -> StudyResult:
             "All rankings are computed on the probe text (distinct channels of the candidate modules); PPL is "
             "the token-weighted perplexity on the WikiText-style evaluation paragraphs.",
             "random: pool = every output channel of the candidate modules, one seed per trial "
-            f"({ctx.seed}, {ctx.seed}+1, ...); mean ± sample sd of PPL over {ctx.trials} trials.",
+            f"({ctx.config.seed}, {ctx.config.seed}+1, ...); mean ± sample sd of PPL over {ctx.trials} trials.",
             "activation ranks |activation| (the paper's wording); activation_signed ranks the signed value as the "
             "authors' script does (docs/method.md, Rankers).",
             "gradient: |d mean-NLL / d output| with every module's own gradient (docs/method.md, Rankers, explains why "

@@ -3,9 +3,8 @@ against the probe length (paper Figure 7, the T_min = 10 claim)."""
 
 from __future__ import annotations
 
-from lm_eval_achilles.locator.rankers import get_ranker
-from lm_eval_achilles.locator.search import greedy_search
-from lm_eval_achilles.mask.mask_file import Neuron
+from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.locator.locate import rank_and_search
 from lm_eval_achilles.paper.figures import panels
 from lm_eval_achilles.paper.studies.common import StudyContext, StudyResult, short
 from lm_eval_achilles.paper.studies.texts import LENGTH_SERIES
@@ -17,21 +16,15 @@ PREFIX_TOKENS = [4, 10, 32]
 SWEEP_STEPS = 100
 
 
-def _locate_ids(ctx: StudyContext, ids, cap, **cfg):
-    ranking = get_ranker("perturbation")(
-        ctx.model, ctx.tokenizer, ids, ctx.module_names(), ctx.config(k=cap, progress=False, **cfg)
-    )
-    if not ranking:
-        return None
-    return greedy_search(
-        ctx.model,
-        ids,
-        [Neuron(r.module, r.channel) for r in ranking],
-        epsilon=ctx.epsilon,
-        max_steps=cap,
-        batch_size=ctx.batch_size,
-        progress=False,
-    )
+def _locate_ids(ctx: StudyContext, ids, cap, **settings):
+    """One locate run (both stages, the locator's own) on ``ids`` with the stage-2 cap lowered to ``cap``."""
+    cfg = ctx.with_settings(ranking_size=cap, max_steps=cap, progress=False, **settings)
+    try:
+        return rank_and_search(ctx.model, ctx.tokenizer, ids, ids, ctx.module_names(), cfg).result
+    except AchillesError as exc:
+        if "ranking is empty" in str(exc):
+            return None
+        raise
 
 
 def run(ctx: StudyContext) -> StudyResult:
@@ -42,7 +35,7 @@ def run(ctx: StudyContext) -> StudyResult:
     ks = [1, 5] if quick else KS
     texts = LENGTH_SERIES[:3] if quick else LENGTH_SERIES
     prefixes = [4, 10] if quick else PREFIX_TOKENS
-    cap = 20 if quick else min(SWEEP_STEPS, ctx.max_steps)
+    cap = 20 if quick else min(SWEEP_STEPS, ctx.config.max_steps)
     ref = ctx.critical()
     ref_set = set(ref.neurons)
     rows, data = [], {"alpha": [], "K": [], "text_length": [], "prefix_length": []}
@@ -92,14 +85,14 @@ def run(ctx: StudyContext) -> StudyResult:
     panels(
         [
             {
-                "title": f"noise scale α (K={ctx.samples})",
+                "title": f"noise scale α (K={ctx.config.samples})",
                 "xlabel": "α",
                 "ylabel": "critical-set size",
                 "series": {"size": series("alpha", "value")},
                 "hlines": ref_line,
             },
             {
-                "title": f"sample count K (α={ctx.alpha})",
+                "title": f"sample count K (α={ctx.config.alpha})",
                 "xlabel": "K",
                 "ylabel": "critical-set size",
                 "series": {"size": series("K", "value")},
@@ -141,7 +134,7 @@ def run(ctx: StudyContext) -> StudyResult:
         rows=rows,
         data={**data, "reference": [short(n) for n in ref.neurons], "cap": cap},
         findings=[
-            f"reference set (α={ctx.alpha}, K={ctx.samples}, Bookends): {', '.join(short(n) for n in ref.neurons)}",
+            f"reference set (α={ctx.config.alpha}, K={ctx.config.samples}, Bookends): {', '.join(short(n) for n in ref.neurons)}",
             f"α sweep (α→size, * = different set): {summary('alpha')}",
             f"K sweep: {summary('K')}",
             f"Elara length series (tokens→size): {summary('text_length')}",
@@ -150,7 +143,7 @@ def run(ctx: StudyContext) -> StudyResult:
             f"inputs ≥ 10 tokens: {sum(d['same_as_reference'] for d in long_ok)}/{len(long_ok)}",
         ],
         notes=[
-            f"Each point is a full locate run (stage 1 + stage 2, ε={ctx.epsilon}) with the stage-2 cap lowered to "
+            f"Each point is a full locate run (stage 1 + stage 2, ε={ctx.config.epsilon}) with the stage-2 cap lowered to "
             f"{cap} steps ('>{cap}' = not found within the cap); α = 0 is left out (no perturbation, empty ranking).",
             "Length series: the paper's own Elara texts (appendix A.7.1); their token counts there are for Llama-3, "
             "here for the model under test. Stage 2 runs on the same short text, as in the paper.",

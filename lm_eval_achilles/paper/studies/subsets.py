@@ -89,7 +89,7 @@ def run(ctx: StudyContext) -> StudyResult:
     rows, data = [], []
     for s, pv, ev in zip(subsets, p_nll, e_nll):
         d = delta(pv, base_probe)
-        rows.append([str(list(s)), fmt(ppl(pv)), f"{d:.3f}", fmt(ppl(ev)), "yes" if d >= ctx.epsilon else "no"])
+        rows.append([str(list(s)), fmt(ppl(pv)), f"{d:.3f}", fmt(ppl(ev)), "yes" if d >= ctx.config.epsilon else "no"])
         data.append(
             {
                 "subset": list(s),
@@ -101,9 +101,9 @@ def run(ctx: StudyContext) -> StudyResult:
         )
     # minimal critical set by pruning a longer prefix that crosses epsilon
     prefix_n = min(len(ranking), 4 if ctx.quick else 10)
-    minimal, log = prune_minimal(ctx.model, probe, ranking[:prefix_n], ctx.epsilon, ctx.batch_size, base_probe)
-    collapsing = [r for r in data if r["probe_delta"] >= ctx.epsilon]
-    singles = [r for r in data if len(r["subset"]) == 1 and r["probe_delta"] >= ctx.epsilon]
+    minimal, log = prune_minimal(ctx.model, probe, ranking[:prefix_n], ctx.config.epsilon, ctx.batch_size, base_probe)
+    collapsing = [r for r in data if r["probe_delta"] >= ctx.config.epsilon]
+    singles = [r for r in data if len(r["subset"]) == 1 and r["probe_delta"] >= ctx.config.epsilon]
     proper = [r for r in collapsing if len(r["subset"]) < len(neurons)]
     plot = "subsets.png"
     bars(
@@ -111,8 +111,8 @@ def run(ctx: StudyContext) -> StudyResult:
         [r["probe_ppl"] for r in data],
         ctx.out / "subsets" / plot,
         title="PPL on the probe for every subset",
-        hline=ppl(base_probe) * 10**ctx.epsilon,
-        hline_label=f"threshold (Δ = {ctx.epsilon})",
+        hline=ppl(base_probe) * 10**ctx.config.epsilon,
+        hline_label=f"threshold (Δ = {ctx.config.epsilon})",
     )
     legend = [[i, short(n)] for i, n in enumerate(neurons)]
     return StudyResult(
@@ -122,7 +122,7 @@ def run(ctx: StudyContext) -> StudyResult:
             "Masking any single neuron or any proper subset of the critical set gives mild degradation; only the "
             "whole set collapses the model (cooperative effect), so the greedy prefix is the minimal set."
         ),
-        columns=["subset", "PPL (probe)", "Δ (probe)", "PPL (eval text)", f"Δ ≥ {ctx.epsilon}"],
+        columns=["subset", "PPL (probe)", "Δ (probe)", "PPL (eval text)", f"Δ ≥ {ctx.config.epsilon}"],
         rows=rows,
         data={
             "neurons": [short(n) for n in neurons],
@@ -153,7 +153,7 @@ def run(ctx: StudyContext) -> StudyResult:
         ],
         findings=[
             f"subsets of: {label}; baseline PPL {fmt(ppl(base_probe))} (probe), {fmt(ppl(base_eval))} (eval)",
-            f"{len(collapsing)} of {len(data)} subsets reach Δ ≥ {ctx.epsilon}; {len(proper)} of them are proper "
+            f"{len(collapsing)} of {len(data)} subsets reach Δ ≥ {ctx.config.epsilon}; {len(proper)} of them are proper "
             f"subsets and {len(singles)} are single neurons",
             f"pruning the top-{prefix_n} prefix leaves a minimal set of {len(minimal)}: "
             f"{', '.join(short(n) for n in minimal)}; the greedy critical set is {', '.join(short(n) for n in crit)}",

@@ -24,7 +24,7 @@ def run(ctx: StudyContext) -> StudyResult:
     from tqdm.auto import tqdm
 
     ranking = [r.neuron for r in ctx.ranking("perturbation")]
-    limit = min(len(ranking), 30 if ctx.quick else ctx.max_steps)
+    limit = min(len(ranking), 30 if ctx.quick else ctx.config.max_steps)
     sizes = prefix_sizes(limit, exact=10 if ctx.quick else 100)
     ids = ctx.probe_ids
     base = float(mean_nll(ctx.model, ids)[0])

@@ -1,0 +1,73 @@
+"""One way through a comparison: (locate) -> both conditions in lm-eval -> paired metrics -> tables.
+
+``achilles compare`` and ``achilles demo`` both run through :func:`compare_model` (evaluate, then
+:func:`compare_and_write`); ``achilles compare --original A --masked B`` runs :func:`compare_and_write`
+alone on two existing lm-eval output folders. :func:`locate_to_file` is the locate step both use when no
+mask is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lm_eval_achilles.comparison.conditions import RunSettings, run_conditions
+from lm_eval_achilles.comparison.metrics import compare_folders
+from lm_eval_achilles.comparison.tables import write_comparison
+
+
+@dataclass
+class Comparison:
+    """What a comparison wrote: the comparison document (rows, warnings, runs) and its files."""
+
+    comparison: dict[str, Any]
+    paths: dict[str, Path]
+    original: Path
+    masked: Path
+
+
+def locate_to_file(loaded, config, path: str | Path, summary: Callable | None = None):
+    """Locate with ``config`` (a :class:`~lm_eval_achilles.locator.config.LocatorConfig`) and save the
+    mask to ``path``; ``summary(mask, model_name, path)`` prints it (the CLI's summary). Returns the mask."""
+    from lm_eval_achilles.locator.locate import locate
+    from lm_eval_achilles.mask.mask_file import save_mask
+
+    mask = locate(loaded, config)
+    saved = save_mask(mask, path)
+    if summary is not None:
+        summary(mask, loaded.display_name, saved)
+    return mask
+
+
+def compare_and_write(
+    original: str | Path,
+    masked: str | Path,
+    out: str | Path,
+    tasks: Sequence[str] | None = None,
+    iters: int = 10_000,
+    seed: int = 1234,
+    title: str = "Original vs masked",
+    notes: Sequence[str] = (),
+) -> Comparison:
+    """Pair two lm-eval output folders per document, test every metric, write comparison.json/.md/.png."""
+    comparison = compare_folders(original, masked, tasks=tasks, iters=iters, seed=seed)
+    paths = write_comparison(comparison, out, title=title, notes=notes)
+    return Comparison(comparison, paths, Path(original), Path(masked))
+
+
+def compare_model(
+    base_model_args: dict[str, Any],
+    mask_path: str | Path,
+    settings: RunSettings,
+    out: str | Path,
+    top_n: int | None = None,
+    overwrite: bool = False,
+    iters: int = 10_000,
+    title: str = "Original vs masked",
+    notes: Sequence[str] = (),
+) -> Comparison:
+    """Evaluate the original and the masked model with identical ``settings`` into ``out/original`` and
+    ``out/masked``, then :func:`compare_and_write` them (bootstrap seeded with the run's seed)."""
+    original, masked = run_conditions(base_model_args, mask_path, settings, out, top_n=top_n, overwrite=overwrite)
+    return compare_and_write(original, masked, out, iters=iters, seed=settings.seed, title=title, notes=notes)
