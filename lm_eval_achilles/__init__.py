@@ -2,10 +2,11 @@
 
 The public API, in one line each::
 
-    from lm_eval_achilles import load_model, locate, masked, folded, load_mask, save_mask
+    from lm_eval_achilles import LocatorConfig, load_model, locate, masked, folded, load_mask, save_mask
 
     loaded = load_model()                      # the embedded SmolLM2-135M-Instruct (or a hub id / path)
     mask = locate(loaded)                      # the paper's two stages -> a MaskFile
+    mask = locate(loaded, LocatorConfig(samples="auto"))   # every locator setting: one LocatorConfig
     save_mask(mask, "mask.json")
     with masked(loaded.model, mask.neurons):   # forward hooks, removed on exit
         ...
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 _API = {
     "load_model": "lm_eval_achilles.models.loading",
     "locate": "lm_eval_achilles.locator.locate",
+    "LocatorConfig": "lm_eval_achilles.locator.config",
     "masked": "lm_eval_achilles.mask.masking",
     "folded": "lm_eval_achilles.mask.masking",
     "load_mask": "lm_eval_achilles.mask.mask_file",

@@ -236,16 +236,16 @@ def test_locate_samples_auto_through_the_model_args(embedded):
     """``locate=true,locate_samples=auto`` reaches the locator as adaptive K (not an error, not K = 100)
     and is cached under its own key."""
     from lm_eval_achilles.errors import AchillesError
-    from lm_eval_achilles.harness.model_args import LOCATE_DEFAULTS, MaskingSpec, locate_cache_path, locate_cached
+    from lm_eval_achilles.harness.model_args import MaskingSpec, locate_cache_path, locate_cached
 
     spec = MaskingSpec.from_args(locate="true", locate_samples="auto")
-    assert spec.locate_params["samples"] == "auto"
-    fixed = MaskingSpec.from_args(locate="true", locate_samples=LOCATE_DEFAULTS["locate_samples"])
-    assert locate_cache_path(embedded, spec.locate_params) != locate_cache_path(embedded, fixed.locate_params)
-    path = locate_cache_path(embedded, spec.locate_params)
+    assert spec.locate_config.samples == "auto"
+    fixed = MaskingSpec.from_args(locate="true", locate_samples=100)
+    assert locate_cache_path(embedded, spec.locate_config) != locate_cache_path(embedded, fixed.locate_config)
+    path = locate_cache_path(embedded, spec.locate_config)
     existed = path.is_file()
     try:
-        mask, _ = locate_cached(embedded, spec.locate_params)
+        mask, _ = locate_cached(embedded, spec.locate_config)
         assert mask.locator["samples"] == "auto" and mask.locator["samples_used"] < 100
         assert [(n.module, n.channel) for n in mask.neurons] == [("model.layers.11.mlp.down_proj", 507)]
     finally:

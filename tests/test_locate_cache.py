@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from lm_eval_achilles.harness.model_args import LOCATE_DEFAULTS, locate_cache_path, locate_cached
+from lm_eval_achilles.harness.model_args import locate_cache_path, locate_cached
+from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.mask.mask_file import (
     Critical,
     MaskFile,
@@ -22,7 +23,7 @@ from lm_eval_achilles.mask.mask_file import (
 )
 from lm_eval_achilles.models.loading import LoadedModel, fingerprint, weights_digest
 
-PARAMS = {k.removeprefix("locate_"): v for k, v in LOCATE_DEFAULTS.items()}
+PARAMS = LocatorConfig()
 
 
 def _loaded(seed, name="org/model"):
@@ -46,7 +47,7 @@ def test_locate_cache_entries_differ_for_equal_shapes_and_different_weights(tmp_
     assert locate_cache_path(base, PARAMS) != locate_cache_path(tuned, PARAMS)
     assert locate_cache_path(base, PARAMS) == locate_cache_path(_loaded(0), PARAMS)
     assert locate_cache_path(base, PARAMS) != locate_cache_path(_loaded(0, "other/name"), PARAMS)
-    assert locate_cache_path(base, PARAMS) != locate_cache_path(base, {**PARAMS, "samples": 7})
+    assert locate_cache_path(base, PARAMS) != locate_cache_path(base, LocatorConfig(samples=7))
     assert locate_cache_path(base, PARAMS).parent == tmp_path / "locate"
 
 

@@ -116,10 +116,10 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
     def add(name, *, field=None, **kw):
         flag = f"locate-{name}" if name in taken else name
         dest = flag.replace("-", "_")
-        g.add_argument(f"--{flag}", dest=dest, default=None, **kw)
+        g.add_argument(f"--{flag}", dest=dest, default=argparse.SUPPRESS, **kw)  # absent = the config's
         dests[field or name.replace("-", "_")] = dest
 
-    add("method", help="perturbation (the paper), activation, activation_signed, gradient, random, keystone")
+    add("method", help="perturbation (the paper, default), activation, activation_signed, gradient, random, keystone")
     add("text", type=nonempty_str, help="probe text (default: the paper's Bookends paragraph)")
     add("text-file", field="text_file", help="read the probe text from a file")
     add("test-text", type=nonempty_str, help="stage-2 perplexity text (default: the probe text)")
@@ -167,7 +167,7 @@ def locator_config(args, **settings):
     from lm_eval_achilles.locator.config import LocatorConfig
 
     dests = args._locator_dests
-    given = {name: getattr(args, dest) for name, dest in dests.items() if getattr(args, dest) is not None}
+    given = {name: getattr(args, dest) for name, dest in dests.items() if getattr(args, dest, None) is not None}
     flag = {name: "--" + dest.replace("_", "-") for name, dest in dests.items()}
     if "text_file" in given:
         if "text" in given:

@@ -15,6 +15,8 @@ from typing import Any
 from lm_eval_achilles.comparison.conditions import RunSettings, run_conditions
 from lm_eval_achilles.comparison.metrics import compare_folders
 from lm_eval_achilles.comparison.tables import write_comparison
+from lm_eval_achilles.locator.locate import locate
+from lm_eval_achilles.mask.mask_file import save_mask
 
 
 @dataclass
@@ -30,9 +32,6 @@ class Comparison:
 def locate_to_file(loaded, config, path: str | Path, summary: Callable | None = None):
     """Locate with ``config`` (a :class:`~lm_eval_achilles.locator.config.LocatorConfig`) and save the
     mask to ``path``; ``summary(mask, model_name, path)`` prints it (the CLI's summary). Returns the mask."""
-    from lm_eval_achilles.locator.locate import locate
-    from lm_eval_achilles.mask.mask_file import save_mask
-
     mask = locate(loaded, config)
     saved = save_mask(mask, path)
     if summary is not None:

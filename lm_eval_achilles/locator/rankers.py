@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.perturbation import perturbation_scores
@@ -213,8 +214,6 @@ def keystone_strengths(
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per capability type, per module: mean over that type's prompts of the mean over positions of
     |activation|, a [C] tensor (the type's activation strength of every channel)."""
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     total = sum(len(v) for v in prompts.values())
     out: dict[str, dict[str, torch.Tensor]] = {}
