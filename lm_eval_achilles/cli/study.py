@@ -96,7 +96,6 @@ def run(args) -> int:
         config=cfg,
         trials=args.trials,
         quick=args.quick,
-        progress=not args.quiet,
     )
     if eval_texts is not None:
         ctx.eval_texts = eval_texts

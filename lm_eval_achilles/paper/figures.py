@@ -204,33 +204,6 @@ def bars(
     return save_figure(fig, out)
 
 
-def grouped_bars(
-    groups: Sequence[str],
-    series: Mapping[str, Sequence[float]],
-    out,
-    title: str = "",
-    ylabel: str = "perplexity (log scale)",
-    hline: float | None = None,
-    hline_label: str = "",
-) -> Path:
-    """One group of bars per entry of ``groups``, one bar per series."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) + 2), 4.2))
-    width = 0.8 / max(1, len(series))
-    for i, (label, vals) in enumerate(series.items()):
-        ax.bar([g + i * width for g in range(len(groups))], [_finite(v) for v in vals], width, label=label)
-    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
-    ax.set_xticklabels(groups, fontsize=8)
-    if hline is not None:
-        ax.axhline(hline, color="gray", linestyle=":", label=hline_label)
-    ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, out)
-
-
 def membership(
     row_labels: Sequence[str], col_labels: Sequence[str], matrix: Sequence[Sequence[bool]], out, title: str = ""
 ) -> Path:
