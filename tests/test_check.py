@@ -12,7 +12,7 @@ from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.mask.mask_file import Critical, MaskFile, ModelInfo, RankedNeuron, save_mask
 
 
-def make_mask(path, size=2, delta=4.2, baseline=111.0, stopping="threshold"):
+def make_mask(path, size=2, delta=4.2, baseline=111.0, stopping="threshold", tried=1):
     ranking = [RankedNeuron("model.layers.11.mlp.down_proj", 507 + i, 100.0 - i) for i in range(10)]
     neurons = [r.neuron for r in ranking[:size]]
     crit = Critical(
@@ -20,7 +20,7 @@ def make_mask(path, size=2, delta=4.2, baseline=111.0, stopping="threshold"):
         baseline_ppl=baseline,
         masked_ppl=baseline * 10**delta,
         delta=delta,
-        curve=[[0, baseline], [1, baseline * 10**delta]],
+        curve=[[0, baseline]] + [[n, baseline * 10**delta] for n in range(1, tried + 1)],
         stopping_reason=stopping,
     )
     mask = MaskFile(
@@ -127,9 +127,19 @@ def test_mask_rule_violated(mask_path, capsys):
 
 
 def test_no_critical_set_found_is_robust(tmp_path, capsys):
-    p = make_mask(tmp_path / "robust.json", size=0, delta=0.3, stopping="max_steps")
+    p = make_mask(tmp_path / "robust.json", size=0, delta=0.3, stopping="max_steps", tried=100)
     assert run([p, "--min-critical-size", 100], capsys)[0] == 0
     assert run([p, "--max-critical-size", 100], capsys)[0] == 1
+
+
+def test_min_size_beyond_what_was_tried_is_inconclusive(tmp_path, capsys):
+    """No critical set within 4 tried sizes says nothing about size >= 1000: exit 1, "inconclusive"."""
+    p = make_mask(tmp_path / "capped.json", size=0, delta=0.3, stopping="max_steps_reached", tried=4)
+    code, out = run([p, "--min-critical-size", 5], capsys)
+    assert code == 0 and "ok    no critical set within the 4 neurons tried" in out
+    code, out = run([p, "--min-critical-size", 1000], capsys)
+    assert code == 1 and "inconclusive  no critical set within the 4 neurons tried" in out
+    assert "1 of 1 rule(s) inconclusive" in out
 
 
 def test_comparison_rules(comp_path, capsys):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-HELP = "CI gate: check a mask file or a comparison against stated thresholds (exit 0 holds, 1 violated, 2 bad input)"
+HELP = (
+    "CI gate: check a mask file or a comparison against stated thresholds, or against the last accepted "
+    "checkpoint's (--baseline) (exit 0 holds, 1 violated or inconclusive, 2 bad input)"
+)
 
 
 def add_arguments(p):
+    from lm_eval_achilles.comparison.baseline import BASELINE_RULES
     from lm_eval_achilles.comparison.check import COMPARISON_RULES, MASK_RULES
 
     p.add_argument(
@@ -40,15 +44,80 @@ def add_arguments(p):
     }
     for name, (flag, _) in COMPARISON_RULES.items():
         g.add_argument(flag, dest=name, action="append", metavar="SPEC", help=helps[name])
+    g = p.add_argument_group(
+        "against a baseline: the last accepted checkpoint's mask file and/or comparison (docs/cli.md)"
+    )
+    g.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="the accepted checkpoint's mask file and/or comparison.json (or its folder); at most one of each",
+    )
+    helps = {
+        "max_size_drop": "holds if the new critical (and minimal) set has at most N fewer neurons than the baseline's",
+        "max_delta_rise": "holds if the new critical set's Delta exceeds the baseline's by at most X",
+        "min_transfer_delta": "holds if the baseline's critical set, masked in the new model, still gives Delta >= X "
+        "(loads both models)",
+        "max_transfer_delta": "holds if the baseline's critical set in the new model gives Delta <= X (loads both models)",
+        "min_overlap": "holds if the Jaccard index of the two critical sets (module, channel) is >= X",
+    }
+    for name, (flag, kind) in BASELINE_RULES.items():
+        g.add_argument(flag, dest=name, action="append", metavar="N" if kind is int else "X", help=helps[name])
+    g.add_argument(
+        "--max-drop-rise",
+        dest="max_drop_rise",
+        action="append",
+        metavar="SPEC",
+        help="TASK:METRIC=VALUE: the new comparison's masked drop exceeds the baseline's by at most VALUE "
+        "(paired bootstrap where the documents match)",
+    )
+    g.add_argument("--model", default=None, help="where the new mask's model is now (default: the name in the mask)")
+    g.add_argument(
+        "--baseline-model", default=None, help="where the baseline mask's model is now (default: the name in the mask)"
+    )
+    g.add_argument("--device", default=None, help="device for the transfer rules' models (default: cuda if available)")
+    p.add_argument(
+        "--junit", default=None, metavar="FILE", help="also write a JUnit XML report (one test case per rule)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no model-loading messages")
 
 
 def run(args) -> int:
-    from lm_eval_achilles.comparison.check import COMPARISON_RULES, MASK_RULES, load_subject, print_outcomes, run_check
+    from lm_eval_achilles.comparison.baseline import BASELINE_RULES
+    from lm_eval_achilles.comparison.check import (
+        COMPARISON_RULES,
+        MASK_RULES,
+        load_subject,
+        print_outcomes,
+        run_check,
+        write_junit,
+    )
+    from lm_eval_achilles.validate import check_output
 
     subjects = [load_subject(p) for p in args.inputs]
+    baselines = [load_subject(p) for p in args.baseline]
+    if args.junit:
+        check_output(args.junit, "file")
+
+    def load(mask, which):
+        """The model a mask was located on, in the dtype it was located in."""
+        from lm_eval_achilles.models.loading import load_model
+
+        where = (args.model if which == "new" else args.baseline_model) or mask.model.name_or_path
+        print(f"[achilles] loading the {which} model {where} for the transfer rules", flush=True)
+        return load_model(where, dtype=mask.locator.get("dtype") or "auto", device=args.device)
+
     outcomes = run_check(
         subjects,
         {name: getattr(args, name) or [] for name in MASK_RULES},
         {name: getattr(args, name) or [] for name in COMPARISON_RULES},
+        baselines=baselines,
+        baseline_rules={name: getattr(args, name) or [] for name in BASELINE_RULES},
+        baseline_comparison_rules={"max_drop_rise": args.max_drop_rise or []},
+        load=load,
     )
-    return print_outcomes(outcomes)
+    code = print_outcomes(outcomes)
+    if args.junit:
+        print(f"junit report: {write_junit(outcomes, args.junit)}")
+    return code

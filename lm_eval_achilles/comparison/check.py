@@ -43,12 +43,18 @@ Every rule flag may be repeated.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lm_eval_achilles.comparison.baseline import (
+    BASELINE_RULES,
+    baseline_lines,
+    comparison_lines,
+    tried_size,
+)
+from lm_eval_achilles.comparison.specs import ScoreSpec, as_number, degradation, matching_rows, parse_spec
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.mask.mask_file import MaskFile, mask_from_json
 from lm_eval_achilles.validate import as_float, as_int
@@ -80,9 +86,12 @@ class Subject:
 
 @dataclass
 class Outcome:
-    rule: str
+    """One line of the gate: a rule that holds (True), is violated (False) or cannot be decided from
+    what was measured (None, "inconclusive"); ``rule=None`` is information printed beside the rules."""
+
+    rule: str | None
     subject: str
-    holds: bool
+    holds: bool | None
     message: str
 
 
@@ -123,10 +132,7 @@ def _mask_rule(name: str, value: float, mask: MaskFile) -> tuple[bool, str]:
     size = len(mask.neurons)
     if name == "min_critical_size":
         if not found:
-            return (
-                True,
-                f"no critical set within the step cap ({c.stopping_reason}): more than any tried size >= {value}",
-            )
+            return _not_found(mask, value, "critical")
         return size >= value, f"critical set size {size} >= {value}"
     if name == "max_critical_size":
         if not found:
@@ -140,7 +146,9 @@ def _mask_rule(name: str, value: float, mask: MaskFile) -> tuple[bool, str]:
         return c.baseline_ppl <= value, f"baseline perplexity {c.baseline_ppl:.4g} <= {value}"
     if name in ("min_minimal_size", "max_minimal_size"):
         if not found:
-            return name == "min_minimal_size", f"no critical set found ({c.stopping_reason}), so no minimal set"
+            if name == "min_minimal_size":
+                return _not_found(mask, value, "minimal")
+            return False, f"no critical set found ({c.stopping_reason}), so no minimal set"
         if mask.minimal is None:
             raise AchillesError(
                 f"{MASK_RULES[name][0]} needs a minimal set, and this mask file has none "
@@ -155,91 +163,33 @@ def _mask_rule(name: str, value: float, mask: MaskFile) -> tuple[bool, str]:
     raise AssertionError(name)
 
 
+def _not_found(mask: MaskFile, value: float, which: str) -> tuple[bool | None, str]:
+    """``--min-*-size N`` on a run that found no critical set: no prefix of up to ``tried`` ranking entries
+    crossed epsilon, so the set has more than ``tried`` neurons (channel granularity). That proves
+    ``>= N`` only when N <= tried + 1; a larger N was never tried: inconclusive, not a pass."""
+    tried = tried_size(mask)
+    entries = "entries" if mask.locator.get("granularity") == "position" else "neurons"
+    bound = tried + 1 if entries == "neurons" else 1  # position entries can repeat a channel
+    head = f"no critical set within the {tried} {entries} tried ({mask.critical.stopping_reason})"
+    if value <= bound:
+        return True, f"{head}: the {which} set has at least {bound} neuron(s) >= {value}"
+    return None, (
+        f"{head}: inconclusive for {which} set size >= {value} (only sizes up to {tried} were tried; "
+        "raise --max-steps or widen --modules)"
+    )
+
+
 # --------------------------------------------------------------------------- comparison rules
-
-
-@dataclass
-class ScoreSpec:
-    task: str
-    metric: str
-    filter: str | None
-    value: float
-    text: str
-
-
-def parse_spec(text: str, flag: str) -> ScoreSpec:
-    """``TASK:METRIC=VALUE`` (METRIC optionally ``metric,filter``; TASK may be ``*``)."""
-    left, sep, value = str(text).rpartition("=")
-    task, colon, metric = left.partition(":")
-    if not sep or not colon or not task.strip() or not metric.strip():
-        raise AchillesError(f"{flag} {text!r}: expected TASK:METRIC=VALUE, e.g. achilles_mmlu_pro:acc=0.2")
-    try:
-        v = float(value)
-    except ValueError:
-        raise AchillesError(f"{flag} {text!r}: {value!r} is not a number") from None
-    if not math.isfinite(v):
-        raise AchillesError(f"{flag} {text!r}: the threshold must be finite")
-    metric, comma, flt = metric.strip().partition(",")
-    return ScoreSpec(task.strip(), metric.strip(), flt.strip() if comma else None, v, text)
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v
-
-
-def degradation(row: dict[str, Any]) -> float | None:
-    """How much worse the masked model is (positive = worse), in the row's own units; perplexities in
-    orders of magnitude."""
-    o, m = _num(row.get("original")), _num(row.get("masked"))
-    if o is None or m is None:
-        return None
-    if row.get("scale") == "log10":
-        if o <= 0 or m <= 0:
-            return None
-        return math.log10(m) - math.log10(o)
-    return (m - o) if row.get("higher_is_better") is False else (o - m)
-
-
-def _matching_rows(spec: ScoreSpec, comparison: dict[str, Any], flag: str) -> list[dict[str, Any]]:
-    rows = comparison["rows"]
-    tasks = {r["task"] for r in rows}
-    if spec.task != "*" and spec.task not in tasks:
-        raise AchillesError(
-            f"{flag} {spec.text!r}: no task {spec.task!r} in the comparison (tasks: {', '.join(sorted(tasks))})"
-        )
-    hits = [
-        r
-        for r in rows
-        if (spec.task == "*" or r["task"] == spec.task)
-        and r["metric"] == spec.metric
-        and (spec.filter is None or r.get("filter", "none") == spec.filter)
-    ]
-    if not hits:
-        have = sorted(
-            {
-                f"{r['metric']}" + ("" if r.get("filter", "none") == "none" else f",{r['filter']}")
-                for r in rows
-                if spec.task == "*" or r["task"] == spec.task
-            }
-        )
-        raise AchillesError(
-            f"{flag} {spec.text!r}: no metric {spec.metric!r} for task {spec.task!r} (metrics: {', '.join(have)})"
-        )
-    return hits
 
 
 def _comparison_rule(name: str, spec: ScoreSpec, comparison: dict[str, Any]) -> list[tuple[bool, str]]:
     flag, template = COMPARISON_RULES[name]
     out = []
-    for row in _matching_rows(spec, comparison, flag):
+    for row in matching_rows(spec, comparison, flag):
         label = row["metric"] + ("" if row.get("filter", "none") == "none" else f",{row['filter']}")
         desc = template.format(m=label, t=row["task"], v=spec.value)
         if name in ("min_masked_score", "max_masked_score", "min_original_score"):
-            x = _num(row.get("original" if name == "min_original_score" else "masked"))
+            x = as_number(row.get("original" if name == "min_original_score" else "masked"))
             ok = x is not None and (x <= spec.value if name.startswith("max") else x >= spec.value)
             shown = "n/a" if x is None else f"{x:.4g}"
         else:
@@ -262,12 +212,22 @@ def _threshold(name: str, value: Any) -> float:
 
 
 def run_check(
-    subjects: Sequence[Subject], mask_rules: dict[str, Sequence[float]], comparison_rules: dict[str, Sequence[str]]
+    subjects: Sequence[Subject],
+    mask_rules: dict[str, Sequence[float]],
+    comparison_rules: dict[str, Sequence[str]],
+    baselines: Sequence[Subject] = (),
+    baseline_rules: dict[str, Sequence[float]] | None = None,
+    baseline_comparison_rules: dict[str, Sequence[str]] | None = None,
+    load: Callable | None = None,
+    iters: int = 10_000,
 ) -> list[Outcome]:
-    """Evaluate every rule on every input of its kind. Raises :class:`AchillesError` for bad input."""
+    """Evaluate every rule on every input of its kind (and, with ``baselines``, the new inputs against the
+    accepted ones: :mod:`.baseline`). Raises :class:`AchillesError` for bad input."""
     mask_rules = {k: [_threshold(k, x) for x in v] for k, v in mask_rules.items() if v}
     comparison_rules = {k: list(v) for k, v in comparison_rules.items() if v}
-    if not mask_rules and not comparison_rules:
+    baseline_rules = {k: [_baseline_threshold(k, x) for x in v] for k, v in (baseline_rules or {}).items() if v}
+    baseline_comparison_rules = {k: list(v) for k, v in (baseline_comparison_rules or {}).items() if v}
+    if not (mask_rules or comparison_rules or baseline_rules or baseline_comparison_rules or baselines):
         raise AchillesError("no rules given; see `achilles check --help` for the thresholds you can state")
     masks = [s for s in subjects if s.kind == "mask"]
     comps = [s for s in subjects if s.kind == "comparison"]
@@ -277,30 +237,93 @@ def run_check(
     if comparison_rules and not comps:
         flags = ", ".join(COMPARISON_RULES[k][0] for k in comparison_rules)
         raise AchillesError(f"{flags} apply to a comparison, but no comparison was given")
+    base_masks = [s for s in baselines if s.kind == "mask"]
+    base_comps = [s for s in baselines if s.kind == "comparison"]
+    if len(base_masks) > 1 or len(base_comps) > 1:
+        raise AchillesError(
+            "give one baseline mask file and/or one baseline comparison (--baseline, at most once each)"
+        )
+    if (baseline_rules or base_masks) and not (masks and base_masks):
+        what = "a new mask file and a baseline mask file (--baseline OLD_MASK)"
+        if baseline_rules:
+            flags = ", ".join(BASELINE_RULES[k][0] for k in baseline_rules)
+            raise AchillesError(f"{flags} compare {what}; give both")
+        raise AchillesError(f"--baseline {base_masks[0].path} is a mask file: give the new mask file too")
+    if (baseline_comparison_rules or base_comps) and not (comps and base_comps):
+        raise AchillesError("--max-drop-rise and a baseline comparison need a new comparison and a baseline comparison")
     parsed = {
         name: [parse_spec(t, COMPARISON_RULES[name][0]) for t in texts] for name, texts in comparison_rules.items()
     }
+    drop_specs = [parse_spec(t, "--max-drop-rise") for t in baseline_comparison_rules.get("max_drop_rise", [])]
     outcomes: list[Outcome] = []
     for subject in masks:
         for name, values in mask_rules.items():
             for value in values:
                 ok, msg = _mask_rule(name, value, subject.data)
                 outcomes.append(Outcome(MASK_RULES[name][0], str(subject.path), ok, msg))
+        for base in base_masks:
+            lines = baseline_lines(subject.data, base.data, baseline_rules, str(subject.path), str(base.path), load)
+            outcomes += [Outcome(x.rule, f"{subject.path} vs {base.path}", x.holds, x.message) for x in lines]
     for subject in comps:
         for name, specs in parsed.items():
             for spec in specs:
                 for ok, msg in _comparison_rule(name, spec, subject.data):
                     outcomes.append(Outcome(COMPARISON_RULES[name][0], str(subject.path), ok, msg))
+        for base in base_comps:
+            lines = comparison_lines(subject.data, base.data, drop_specs, iters=iters)
+            outcomes += [Outcome(x.rule, f"{subject.path} vs {base.path}", x.holds, x.message) for x in lines]
     return outcomes
 
 
+def _baseline_threshold(name: str, value: Any) -> float:
+    flag, kind = BASELINE_RULES[name]
+    return as_int(value, flag, minimum=0) if kind is int else as_float(value, flag)
+
+
+STATUS = {True: "ok  ", False: "FAIL", None: "inconclusive"}
+
+
 def print_outcomes(outcomes: Sequence[Outcome], write: Callable[[str], None] = print) -> int:
-    """One line per rule, then a summary; returns the exit code (0 holds, 1 violated)."""
+    """One line per rule (ok / FAIL / inconclusive, with the values), information lines indented, then a
+    summary; returns the exit code (0 every rule holds, 1 one is violated or cannot be decided)."""
+    rules = [o for o in outcomes if o.rule is not None]
     for o in outcomes:
-        write(f"{'ok  ' if o.holds else 'FAIL'}  {o.message}  [{o.rule}, {o.subject}]")
-    bad = [o for o in outcomes if not o.holds]
+        if o.rule is None:
+            write(f"      {o.message}")
+        else:
+            write(f"{STATUS[o.holds]}  {o.message}  [{o.rule}, {o.subject}]")
+    bad = [o for o in rules if o.holds is False]
+    undecided = [o for o in rules if o.holds is None]
     if bad:
-        write(f"achilles check: {len(bad)} of {len(outcomes)} rule(s) violated")
+        more = f", {len(undecided)} inconclusive" if undecided else ""
+        write(f"achilles check: {len(bad)} of {len(rules)} rule(s) violated{more}")
         return 1
-    write(f"achilles check: all {len(outcomes)} rule(s) hold")
+    if undecided:
+        write(f"achilles check: {len(undecided)} of {len(rules)} rule(s) inconclusive (not a pass)")
+        return 1
+    write(f"achilles check: all {len(rules)} rule(s) hold")
     return 0
+
+
+def write_junit(outcomes: Sequence[Outcome], path: str | Path) -> Path:
+    """A JUnit XML report, one test case per rule (information lines go to the suite's system-out), as
+    every CI system shows it: a violated rule is a failure, an inconclusive one a failure of type
+    ``inconclusive`` (the gate did not pass)."""
+    import xml.etree.ElementTree as ET
+
+    from lm_eval_achilles.jsonio import write_text_atomic
+
+    rules = [o for o in outcomes if o.rule is not None]
+    failed = sum(o.holds is not True for o in rules)
+    suite = ET.Element("testsuite", name="achilles check", tests=str(len(rules)), failures=str(failed), errors="0")
+    for o in rules:
+        case = ET.SubElement(suite, "testcase", classname=o.subject, name=f"{o.rule}: {o.message}")
+        if o.holds is not True:
+            kind = "violated" if o.holds is False else "inconclusive"
+            ET.SubElement(case, "failure", type=kind, message=f"{kind}: {o.message}").text = o.message
+    info = [o.message for o in outcomes if o.rule is None]
+    if info:
+        ET.SubElement(suite, "system-out").text = "\n".join(info)
+    ET.indent(suite)
+    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    return write_text_atomic(Path(path), text)
