@@ -132,14 +132,14 @@ def test_time_limit_interrupts_in_main_thread_and_worker_thread():
 
 
 def test_score_needs_meaningful_response():
-    assert math500.score("5", r"Adding, we get $\boxed{5}$.") == {
+    assert math500.score({"answer": "5"}, r"Adding, we get $\boxed{5}$.") == {
         "acc": 1.0,
         "extraction_rate": 1.0,
         "meaningless_rate": 0.0,
     }
     # correct number but a run of 6 identical characters -> meaningless -> wrong
-    assert math500.score("5", "so...... \\boxed{5}")["acc"] == 0.0
-    assert math500.score("5", r"The result is \boxed{6}")["acc"] == 0.0
+    assert math500.score({"answer": "5"}, "so...... \\boxed{5}")["acc"] == 0.0
+    assert math500.score({"answer": "5"}, r"The result is \boxed{6}")["acc"] == 0.0
 
 
 HUGE_ANSWERS = [

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.harness.tasks import NAMES, TASKS, HubSource
 
 DATA_DIR_ENV = "ACHILLES_DATA_DIR"
 
@@ -27,58 +27,8 @@ class TaskDataError(AchillesError):
     """A task's data file is missing or does not have the hub dataset's fields."""
 
 
-@dataclass(frozen=True)
-class HubSource:
-    path: str
-    name: str | None
-    split: str
-    data_files: dict[str, str] | None = None
-    #: field -> accepted Python type(s), checked on every local record
-    required: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        return self.path + (f" ({self.name})" if self.name else "") + f" split {self.split}"
-
-
-_STR, _LIST, _NUM = (str,), (list,), (int, float)
-
-SOURCES: dict[str, HubSource] = {
-    "mmlu_pro": HubSource(
-        "TIGER-Lab/MMLU-Pro", None, "test", required={"question": _STR, "options": _LIST, "answer": _STR}
-    ),
-    "ifeval": HubSource(
-        "google/IFEval", None, "train", required={"prompt": _STR, "instruction_id_list": _LIST, "kwargs": _LIST}
-    ),
-    "gpqa_diamond": HubSource(
-        "Idavidrein/gpqa",
-        "gpqa_diamond",
-        "train",
-        required={
-            "Question": _STR,
-            "Correct Answer": _STR,
-            "Incorrect Answer 1": _STR,
-            "Incorrect Answer 2": _STR,
-            "Incorrect Answer 3": _STR,
-            "Record ID": _STR,
-        },
-    ),
-    "humaneval": HubSource(
-        "openai/openai_humaneval", None, "test", required={"task_id": _STR, "prompt": _STR, "entry_point": _STR}
-    ),
-    "math500": HubSource("HuggingFaceH4/MATH-500", None, "test", required={"problem": _STR, "answer": _STR}),
-    "simpleqa": HubSource("basicv8vc/SimpleQA", None, "test", required={"problem": _STR, "answer": _STR}),
-    "mgsm_en": HubSource("juletxara/mgsm", "en", "test", required={"question": _STR, "answer_number": _NUM}),
-    "wikitext": HubSource("Salesforce/wikitext", "wikitext-103-v1", "test", required={"text": _STR}),
-    # one validation shard (~45k documents) instead of the whole corpus; the first 1000 are used
-    "c4": HubSource(
-        "allenai/c4",
-        None,
-        "validation",
-        data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
-        required={"text": _STR},
-    ),
-}
-NAMES = tuple(SOURCES)
+#: each task's hub dataset, from the task table (:mod:`.tasks`); ``NAMES`` are its data names
+SOURCES: dict[str, HubSource] = {t.name: t.source for t in TASKS}
 
 
 def data_dir(metadata: Mapping[str, Any] | None = None) -> Path | None:

@@ -1,7 +1,8 @@
 """Pure scoring functions for the paper's evaluation protocols (docs/protocols.md).
 
 One module per concern, no lm-eval or torch imports at module level, so the scoring logic can be
-unit-tested on plain strings and reused outside lm-eval:
+unit-tested on plain strings and reused outside lm-eval. Every task's module has ``prompt(doc)`` and
+``score(doc, response)``; the task table ``lm_eval_achilles.harness.tasks`` says which module scores which task.
 
 - ``quality``    the two response-quality ("meaningful") filters (docs/protocols.md, "The quality filter")
 - ``mmlu_pro``   prompt + strict "The answer is (X)" extraction

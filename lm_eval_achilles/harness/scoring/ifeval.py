@@ -192,6 +192,11 @@ def follow_instructions(
     return followed if is_meaningful(response) else [False] * len(followed)
 
 
+def prompt(doc: Mapping[str, Any]) -> str:
+    """The record's prompt, as-is."""
+    return doc["prompt"]
+
+
 def score(doc: Mapping[str, Any], response: str) -> dict[str, object]:
     """The paper's metrics (quality filter first) and the official checkers' score without the filter.
 

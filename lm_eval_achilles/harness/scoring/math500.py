@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lm_eval_achilles.harness.scoring.quality import is_meaningful
 
@@ -30,6 +30,10 @@ SYMPY_TIME_LIMIT = 5.0
 
 def build_prompt(problem: str) -> str:
     return PROMPT.format(problem=problem)
+
+
+def prompt(doc: Mapping[str, Any]) -> str:
+    return build_prompt(doc["problem"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -500,10 +504,11 @@ def grade(pred: str | None, gold: str | None, time_limit: float | None = SYMPY_T
     return MathGrade(True, "sympy")
 
 
-def score(doc_answer: str, response: str, time_limit: float | None = SYMPY_TIME_LIMIT) -> dict[str, float]:
+def score(doc: Mapping[str, Any], response: str, *, time_limit: float | None = SYMPY_TIME_LIMIT) -> dict[str, float]:
+    """The metrics of one record against its gold ``answer``."""
     pred = extract_answer(response)
     meaningful = is_meaningful(response)
-    correct = meaningful and grade(pred, str(doc_answer or ""), time_limit).correct
+    correct = meaningful and grade(pred, str(doc["answer"] or ""), time_limit).correct
     return {
         "acc": float(correct),
         "extraction_rate": float(bool(pred)),
