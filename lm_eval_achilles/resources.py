@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.harness.tasks import TASKS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
-#: The sample documents' file names (``<name>.jsonl``, one record per line in the hub dataset's schema).
-SAMPLE_NAMES = ("mmlu_pro", "ifeval", "gpqa_diamond", "humaneval", "math500", "simpleqa", "mgsm_en", "wikitext", "c4")
+#: The sample documents' names (``<name>.jsonl``, one record per line in the hub dataset's schema): one per
+#: task of the task table.
+SAMPLE_NAMES = tuple(t.name for t in TASKS)
 
 
 def task_configs_dir() -> Path:

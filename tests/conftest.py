@@ -22,9 +22,9 @@ def embedded():
 
 @pytest.fixture(scope="session")
 def embedded_path():
-    from lm_eval_achilles.models.embedded import embedded_model_path
+    from lm_eval_achilles.models.named import model_path
 
-    return embedded_model_path()
+    return model_path()
 
 
 def make_tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 16, intermediate: int = 32, vocab: int = 64):

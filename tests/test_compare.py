@@ -15,7 +15,7 @@ from lm_eval_achilles.comparison.conditions import model_args_for
 from lm_eval_achilles.comparison.metrics import compare_folders
 from lm_eval_achilles.comparison.pairing import pair_task
 from lm_eval_achilles.comparison.runs import load_run
-from lm_eval_achilles.comparison.tables import comparison_markdown, markdown_table, write_comparison
+from lm_eval_achilles.comparison.tables import comparison_markdown, comparison_table, write_comparison
 from lm_eval_achilles.errors import AchillesError
 
 DATE = "2026-01-01T00-00-00.000001"
@@ -259,7 +259,7 @@ def test_write_comparison_json_md_and_plot(two_runs, tmp_path):
     assert "| qa | acc ↑ | 10 | 0.7 | 0.2 | -0.5 | McNemar exact (b=6, c=1) | p = 0.125 |" in md
     assert "1 neuron(s) masked (m.down ch 5)" in md
     assert paths["plot"].stat().st_size > 1000
-    assert markdown_table(comp) in comparison_markdown(comp)
+    assert comparison_table(comp) in comparison_markdown(comp)
 
 
 def test_model_args_of_the_two_conditions():

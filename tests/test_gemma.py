@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from lm_eval_achilles.models import embedded as named
+from lm_eval_achilles.models import named
 
 EIFFEL = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "

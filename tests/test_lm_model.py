@@ -140,7 +140,7 @@ def test_batch_size_and_fold_and_export(tmp_path, critical_mask):
 
 
 def test_locate_runs_once_then_cached(capfd):
-    from lm_eval_achilles.models.embedded import cache_dir
+    from lm_eval_achilles.models.named import cache_dir
 
     args = {"pretrained": "embedded", "locate": True, "locate_samples": 9, "locate_seed": 2024}
     before = set((cache_dir() / "locate").glob("*.json")) if (cache_dir() / "locate").is_dir() else set()

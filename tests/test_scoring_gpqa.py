@@ -72,11 +72,19 @@ def test_extraction_steps_in_order():
 
 def test_score_filter_then_extraction():
     choices = ["x", "y", "z", "w"]
-    assert gpqa.score(choices, 2, "The answer is (C)") == {"acc": 1.0, "acc_strict": 1.0, "meaningless_rate": 0.0}
-    assert gpqa.score(choices, 3, "I think D is right") == {"acc": 1.0, "acc_strict": 0.0, "meaningless_rate": 0.0}
-    assert gpqa.score(choices, 0, "The answer is (B)")["acc"] == 0.0
+    assert gpqa.score_choices(choices, 2, "The answer is (C)") == {
+        "acc": 1.0,
+        "acc_strict": 1.0,
+        "meaningless_rate": 0.0,
+    }
+    assert gpqa.score_choices(choices, 3, "I think D is right") == {
+        "acc": 1.0,
+        "acc_strict": 0.0,
+        "meaningless_rate": 0.0,
+    }
+    assert gpqa.score_choices(choices, 0, "The answer is (B)")["acc"] == 0.0
     # a meaningless response is wrong even if a fallback would have hit the gold answer
-    assert gpqa.score(choices, 0, "1 1 1") == {"acc": 0.0, "acc_strict": 0.0, "meaningless_rate": 1.0}
+    assert gpqa.score_choices(choices, 0, "1 1 1") == {"acc": 0.0, "acc_strict": 0.0, "meaningless_rate": 1.0}
 
 
 def test_acc_strict_needs_a_letter_that_stands_alone():
@@ -84,7 +92,7 @@ def test_acc_strict_needs_a_letter_that_stands_alone():
     # the paper's step 1 (kept for acc) reads the B of "because" as the answer; acc_strict does not
     response = "I think the answer is because of the electron spin."
     assert gpqa.extract_choice(response) == gpqa.Extraction(1, "answer_is")
-    assert gpqa.score(choices, 1, response) == {"acc": 1.0, "acc_strict": 0.0, "meaningless_rate": 0.0}
+    assert gpqa.score_choices(choices, 1, response) == {"acc": 1.0, "acc_strict": 0.0, "meaningless_rate": 0.0}
     assert gpqa.strict_choice("The answer is a hard one to find") == -1  # the article, not (A)
     assert gpqa.strict_choice("The answer is Definitely wrong") == -1
     assert gpqa.strict_choice("The answer is (C) because of symmetry") == 2

@@ -32,17 +32,17 @@ def test_body_only_completion_extracts_nothing():
 
 def test_score_extraction_counts_regardless_of_filter():
     nested = "def f(x):\n    if x:\n        return 1\n    return 0"  # 8-space run: meaningless
-    assert humaneval.score(nested) == {
+    assert humaneval.score({}, nested, execute=False) == {
         "extraction_rate": 1.0,
         "extraction_rate_meaningful": 0.0,
         "meaningless_rate": 1.0,
     }
-    assert humaneval.score("def f(x):\n    return x") == {
+    assert humaneval.score({}, "def f(x):\n    return x", execute=False) == {
         "extraction_rate": 1.0,
         "extraction_rate_meaningful": 1.0,
         "meaningless_rate": 0.0,
     }
-    assert humaneval.score("    return a + b")["extraction_rate"] == 0.0
+    assert humaneval.score({}, "    return a + b", execute=False)["extraction_rate"] == 0.0
 
 
 # ---- pass@1 on real HumanEval problems (tests/data/humaneval_real.jsonl, see tests/data/README.md) ----
@@ -96,10 +96,10 @@ def test_hanging_and_exiting_programs_score_zero_within_the_timeout():
 
 def test_score_executes_only_when_asked():
     add = PROBLEMS["HumanEval/53"]
-    assert "pass_at_1" not in humaneval.score(add["canonical_solution"], add)
-    assert humaneval.score(add["canonical_solution"], add, execute=True)["pass_at_1"] == 1.0
+    assert "pass_at_1" not in humaneval.score(add, add["canonical_solution"])
+    assert humaneval.score(add, add["canonical_solution"], execute=True)["pass_at_1"] == 1.0
     with pytest.raises(ValueError, match="'test'"):
-        humaneval.score("    return 1\n", {"prompt": "p", "entry_point": "f"}, execute=True)
+        humaneval.score({"prompt": "p", "entry_point": "f"}, "    return 1\n", execute=True)
 
 
 def _run_task(tmp_path, monkeypatch, env: bool, confirm: bool):

@@ -205,3 +205,52 @@ def test_stock_ifeval_task_is_untouched_in_the_same_process():
     both = _probe("stock-then-ours-then-stock")
     assert both["stock_before"] == alone and both["stock"] == alone
     assert both["ours"] == after["ours"]
+
+
+# ---- the guard around lm-eval's private IFEval modules ---------------------------------------------
+
+
+def test_installed_lm_eval_has_the_layout_the_private_copy_needs():
+    """Fails loudly when an lm-eval upgrade moves, renames or drops what the private copy uses."""
+    from importlib.metadata import version
+
+    folder = ifeval.lm_eval_checkers_folder()  # the version and the three files
+    assert sorted(p.name for p in folder.glob("instructions*.py")) == [
+        "instructions.py",
+        "instructions_registry.py",
+        "instructions_util.py",
+    ]
+    copies = ifeval._load_private_checkers(offline=True)
+    for name, attrs in ifeval.EXPECTED_ATTRIBUTES.items():
+        assert all(hasattr(copies[name], attr) for attr in attrs), name
+    checker = copies["instructions_registry"].INSTRUCTION_DICT["punctuation:no_comma"]("punctuation:no_comma")
+    checker.build_description()
+    assert checker.check_following("no comma here") and not checker.check_following("one, comma")
+    assert callable(checker.get_instruction_args)
+    assert ifeval._LOWEST <= ifeval._release(version("lm_eval")) < ifeval._BEYOND
+
+
+def test_unsupported_lm_eval_version_names_the_supported_range():
+    folder = ifeval.lm_eval_checkers_folder()
+    for version in ("0.4.9", "0.6.0", "1.0"):
+        with pytest.raises(ifeval.IFEvalLayoutError, match=r"supports lm-eval >=0\.4\.10,<0\.6; installed: lm-eval"):
+            ifeval.check_layout(version, folder)
+    ifeval.check_layout("0.4.10", folder)
+    ifeval.check_layout("0.5.2.dev0", folder)
+
+
+def test_missing_checker_file_or_attribute_is_a_clear_error(tmp_path):
+    (tmp_path / "instructions_util.py").write_text("import nltk\n")  # no _get_sentence_tokenizer
+    with pytest.raises(ifeval.IFEvalLayoutError, match=r"has no instructions\.py, instructions_registry\.py"):
+        ifeval.check_layout("0.4.13", tmp_path)
+    (tmp_path / "instructions.py").write_text("")
+    (tmp_path / "instructions_registry.py").write_text("INSTRUCTION_DICT = {}\n")
+    with pytest.raises(ifeval.IFEvalLayoutError, match=r"lack instructions_util\._get_sentence_tokenizer; supported"):
+        ifeval._load_private_checkers(offline=True, folder=tmp_path)
+
+
+def test_pyproject_requires_the_supported_lm_eval_range():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'"lm-eval{ifeval.LM_EVAL_SUPPORTED}"' in text

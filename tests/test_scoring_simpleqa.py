@@ -31,14 +31,14 @@ def test_match():
 
 
 def test_score_over_all_responses():
-    s = simpleqa.score("Paris", " Paris\nThe capital of France.")
+    s = simpleqa.score({"answer": "Paris"}, " Paris\nThe capital of France.")
     assert s == {
         "contains_answer": 1.0,
         "exact_match": 1.0,
         "contains_answer_meaningful": (1.0, True),
         "meaningless_rate": 0.0,
     }
-    s = simpleqa.score("Paris", "!!!")
+    s = simpleqa.score({"answer": "Paris"}, "!!!")
     assert s == {
         "contains_answer": 0.0,
         "exact_match": 0.0,

@@ -35,7 +35,7 @@ def _arrow(hib: Any) -> str:
     return " ↑" if hib is True else (" ↓" if hib is False else "")
 
 
-def markdown_table(comparison: dict[str, Any]) -> str:
+def comparison_table(comparison: dict[str, Any]) -> str:
     """The comparison as one markdown table, a row per task, metric and filter."""
     rows = []
     for r in comparison["rows"]:
@@ -118,7 +118,7 @@ def comparison_markdown(
     )
     for note in notes:
         lines.append(f"- {note}")
-    lines += ["", markdown_table(comparison), ""]
+    lines += ["", comparison_table(comparison), ""]
     lines.append(
         "↑ higher is better, ↓ lower is better. McNemar: b = documents right originally and wrong "
         "masked, c = the reverse."

@@ -22,8 +22,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.harness.model_args import SPEC_ARGS, MaskingSpec, check_arg_names
 from lm_eval_achilles.mask.masking import fold, masked
-from lm_eval_achilles.models.embedded import EMBEDDED_NAME, is_embedded
 from lm_eval_achilles.models.loading import LoadedModel, default_device, resolve_pretrained
+from lm_eval_achilles.models.named import EMBEDDED_NAME, is_embedded
 
 #: The arguments HFLM itself accepts (everything else goes on to transformers' from_pretrained).
 _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters)

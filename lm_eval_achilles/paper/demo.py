@@ -158,7 +158,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print, summary: Calla
 
 def write_demo_md(result: DemoResult, cfg: DemoConfig, out: Path, title: str) -> Path:
     """``demo.md``: what ran, how long it took, the table and the plots (links relative to ``out``)."""
-    from lm_eval_achilles.comparison.tables import markdown_table as comparison_table
+    from lm_eval_achilles.comparison.tables import comparison_table
 
     def rel(p: Path) -> str:
         return str(Path(p).resolve().relative_to(out.resolve()))

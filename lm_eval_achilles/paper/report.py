@@ -225,7 +225,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     c = mask.critical
     name = model_name or mask.model.name_or_path
-    from lm_eval_achilles.models.embedded import NAMED_MODELS
+    from lm_eval_achilles.models.named import NAMED_MODELS
 
     if name in NAMED_MODELS:  # a short name recorded in the mask file: show the full one
         name = NAMED_MODELS[name].display_name

@@ -5,11 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 
-def mean(values: Sequence[float]) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
-
-
 def flat_mean(lists: Iterable[Sequence[float]]) -> float:
     """Mean over the concatenation of per-document lists (IFEval instruction-level accuracy)."""
     flat = [v for item in lists for v in item]

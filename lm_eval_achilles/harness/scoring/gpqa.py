@@ -76,6 +76,11 @@ def build_prompt(question: str, choices: Sequence[str]) -> str:
     return f"Question: {question}\n\n" + options + INSTRUCTION
 
 
+def prompt(doc: Mapping[str, Any]) -> str:
+    """The question with its answers in the record's shuffled order."""
+    return build_prompt(doc["Question"], prepare(doc).choices)
+
+
 @dataclass(frozen=True)
 class Extraction:
     index: int
@@ -118,7 +123,14 @@ def strict_choice(response: str, n_choices: int = 4) -> int:
     return index if index < min(n_choices, 4) else -1
 
 
-def score(choices: Sequence[str], gold: int, response: str) -> dict[str, float]:
+def score(doc: Mapping[str, Any], response: str) -> dict[str, float]:
+    """The metrics of one record: its answers shuffled as in the prompt, then :func:`score_choices`."""
+    shuffled = prepare(doc)
+    return score_choices(shuffled.choices, shuffled.gold, response)
+
+
+def score_choices(choices: Sequence[str], gold: int, response: str) -> dict[str, float]:
+    """The metrics for given (already shuffled) choices and the gold index."""
     meaningful = is_meaningful(response)
     ext = extract_choice(response, len(choices)) if meaningful else Extraction(-1, "none")
     ok = 0 <= ext.index < len(choices) and ext.index == gold

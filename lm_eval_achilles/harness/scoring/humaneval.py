@@ -32,6 +32,11 @@ FENCE_PATTERNS = (
 )
 
 
+def prompt(doc: Mapping[str, Any]) -> str:
+    """The problem's prompt (signature and docstring), as-is."""
+    return doc["prompt"]
+
+
 def extract_code(response: str) -> str:
     """Code from a response, or "" (steps tried in order on the stripped response).
 
@@ -91,10 +96,17 @@ def pass_at_1(doc: Mapping[str, Any], response: str, timeout: float = code_exec.
     return float(code_exec.run_program(check_program(doc, response), timeout).passed)
 
 
+#: the lm-eval task whose opt-in :func:`score` checks (named in the notice when it is off)
+TASK = "achilles_humaneval"
+
+
 def score(
-    response: str, doc: Mapping[str, Any] | None = None, execute: bool = False, timeout: float = code_exec.TIMEOUT
+    doc: Mapping[str, Any], response: str, *, execute: bool | None = None, timeout: float = code_exec.TIMEOUT
 ) -> dict[str, float]:
-    """Extraction metrics; with ``execute`` (the user opted in) and the problem ``doc``, also ``pass_at_1``."""
+    """Extraction metrics, and ``pass_at_1`` when code is executed: ``execute=None`` (the default) means
+    "if the user opted in" (:func:`.code_exec.execution_allowed`, both opt-ins of lm-eval's code tasks)."""
+    if execute is None:
+        execute = code_exec.execution_allowed(TASK)
     code = extract_code(response)
     meaningful = is_meaningful(response)
     out = {
@@ -103,7 +115,7 @@ def score(
         "meaningless_rate": float(not meaningful),
     }
     if execute:
-        if doc is None or not doc.get("test"):
+        if not doc.get("test"):
             raise ValueError("pass_at_1 needs the problem's 'test' and 'entry_point' fields")
         out["pass_at_1"] = pass_at_1(doc, response, timeout)
     return out

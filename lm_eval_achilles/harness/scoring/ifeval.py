@@ -16,16 +16,24 @@ no data files. :func:`sentence_splitter` says which one is in use. Install the r
 All of this happens in a private copy of lm-eval's checker modules (:func:`_load_private_checkers`),
 and langdetect is seeded only while a check runs: lm-eval's own ``ifeval`` task in the same process
 is left exactly as it would be without this package.
+
+The copy depends on lm-eval's private layout (three files in ``lm_eval/tasks/ifeval/`` and a few of
+their attributes), so it is guarded: an lm-eval outside :data:`LM_EVAL_SUPPORTED`, a missing file or a
+missing attribute is an :class:`IFEvalLayoutError` naming what is missing and the supported range --
+never a silently different checker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.harness.scoring.quality import is_meaningful
 
 _LOCK = threading.Lock()
@@ -74,24 +82,87 @@ def _install_offline_tokenizers(util) -> None:
 
 _MODULES = ("instructions_util", "instructions", "instructions_registry")  # in import order
 _PRIVATE_PREFIX = "lm_eval_achilles._lm_eval_ifeval."
+#: the lm-eval releases whose IFEval modules this file is written for (the package's own lm-eval requirement)
+LM_EVAL_SUPPORTED = ">=0.4.10,<0.6"
+_LOWEST, _BEYOND = (0, 4, 10), (0, 6)
+#: what this package uses from each private copy (besides the checker classes the registry names)
+EXPECTED_ATTRIBUTES = {
+    "instructions_util": ("nltk", "_get_sentence_tokenizer"),
+    "instructions": (),
+    "instructions_registry": ("INSTRUCTION_DICT",),
+}
 
 
-def _load_private_checkers(offline: bool):
+class IFEvalLayoutError(AchillesError):
+    """The installed lm-eval's IFEval modules are not the ones ``achilles_ifeval`` is written for."""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    found = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if not found:
+        raise IFEvalLayoutError(f"achilles_ifeval: cannot read lm-eval's version {version!r}")
+    return tuple(int(x) for x in found.groups(default="0"))
+
+
+def check_layout(version: str, folder: Path) -> None:
+    """Raise :class:`IFEvalLayoutError` unless ``version`` is in :data:`LM_EVAL_SUPPORTED` and ``folder``
+    holds the three checker modules."""
+    where = f"lm-eval {version} ({folder})"
+    if not _LOWEST <= _release(version) < _BEYOND:
+        raise IFEvalLayoutError(
+            f"achilles_ifeval runs lm-eval's IFEval checkers and supports lm-eval {LM_EVAL_SUPPORTED}; "
+            f"installed: lm-eval {version}. Install a supported lm-eval"
+        )
+    missing = [f"{name}.py" for name in _MODULES if not (folder / f"{name}.py").is_file()]
+    if missing:
+        raise IFEvalLayoutError(
+            f"achilles_ifeval: {where} has no {', '.join(missing)} in lm_eval/tasks/ifeval/; "
+            f"supported: lm-eval {LM_EVAL_SUPPORTED}"
+        )
+
+
+def _check_attributes(copies: Mapping[str, Any], where: str) -> None:
+    missing = [
+        f"{name}.{attr}"
+        for name, attrs in EXPECTED_ATTRIBUTES.items()
+        for attr in attrs
+        if not hasattr(copies[name], attr)
+    ]
+    if missing:
+        raise IFEvalLayoutError(
+            f"achilles_ifeval: the IFEval modules of {where} lack {', '.join(missing)}; "
+            f"supported: lm-eval {LM_EVAL_SUPPORTED}"
+        )
+
+
+def lm_eval_checkers_folder() -> Path:
+    """lm-eval's ``tasks/ifeval`` folder, after :func:`check_layout` on the installed lm-eval."""
+    from importlib.metadata import version
+
+    import lm_eval.tasks.ifeval as package  # a namespace package: no code runs
+
+    folder = Path(next(iter(package.__path__)))
+    check_layout(version("lm_eval"), folder)
+    return folder
+
+
+def _load_private_checkers(offline: bool, folder: Path | None = None):
     """lm-eval's three IFEval modules, executed again as this package's own copies.
 
     ``instructions`` and ``instructions_registry`` import their siblings with absolute imports, so
     while the copies run, ``lm_eval.tasks.ifeval.<name>`` points at the copy (in ``sys.modules`` and
     on the package) and is put back right after. lm-eval's shared modules are never imported or
     patched here: the stock ``ifeval`` task in the same process sees exactly what it would see
-    without this package. ``offline``: the copy's import-time ``nltk.download`` is skipped."""
+    without this package. ``offline``: the copy's import-time ``nltk.download`` is skipped. ``folder``:
+    where the modules are read from (default: the installed lm-eval's, checked by :func:`check_layout`);
+    the copies are checked for :data:`EXPECTED_ATTRIBUTES`."""
     import importlib.util
     import sys
-    from pathlib import Path
 
     import lm_eval.tasks.ifeval as package  # a namespace package: no code runs
     import nltk
 
-    folder = Path(next(iter(package.__path__)))
+    folder = folder or lm_eval_checkers_folder()
     missing = object()
     saved = {n: (sys.modules.get(f"{package.__name__}.{n}", missing), getattr(package, n, missing)) for n in _MODULES}
     copies = {}
@@ -120,6 +191,7 @@ def _load_private_checkers(offline: bool):
                     delattr(package, name)
             else:
                 setattr(package, name, on_package)
+    _check_attributes(copies, str(folder))
     return copies
 
 
@@ -190,6 +262,11 @@ def follow_instructions(
     """The paper's protocol: :func:`check_instructions`, except that a meaningless response follows nothing."""
     followed = check_instructions(instruction_ids, kwargs_list, prompt, response)
     return followed if is_meaningful(response) else [False] * len(followed)
+
+
+def prompt(doc: Mapping[str, Any]) -> str:
+    """The record's prompt, as-is."""
+    return doc["prompt"]
 
 
 def score(doc: Mapping[str, Any], response: str) -> dict[str, object]:

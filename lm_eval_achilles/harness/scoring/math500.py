@@ -6,30 +6,29 @@ truncated ``\\frac{1``. The other patterns are the reference's, in its order.
 
 Grading follows the paper's three levels (the PRM800K grader): (1) Hendrycks' MATH string
 normalisation, (2) an advanced normalisation (units, words, LaTeX to text), (3) element-wise
-comparison of tuples/intervals with sympy. sympy runs under a time limit (the reference had none, and
-``simplify`` can run for minutes on adversarial output); a time-out counts as "not equal". Before
-that, a size bound rejects at once any answer that would make sympy compute a huge number
-(``9**9**9``), which no time limit can interrupt inside C.
+comparison of tuples/intervals with sympy. The sympy check itself -- its time limit and the guards
+that keep model output from making sympy compute huge numbers -- is :mod:`.sympy_check`.
 """
 
 from __future__ import annotations
 
 import re
-import signal
-import threading
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 from lm_eval_achilles.harness.scoring.quality import is_meaningful
+from lm_eval_achilles.harness.scoring.sympy_check import SYMPY_TIME_LIMIT, sympy_equal
 
 PROMPT = "Solve this math problem step by step:\n\n{problem}\n\nSolution:"
-#: seconds allowed for one sympy equivalence check
-SYMPY_TIME_LIMIT = 5.0
 
 
 def build_prompt(problem: str) -> str:
     return PROMPT.format(problem=problem)
+
+
+def prompt(doc: Mapping[str, Any]) -> str:
+    return build_prompt(doc["problem"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,183 +277,9 @@ def normalize_advanced(expr: str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# level 3: tuples/intervals and sympy
+# level 3: tuples/intervals, element by element with sympy (:mod:`.sympy_check`)
 
 _FRAC_RE = re.compile(r"^-?[0-9]+\.?/0*[1-9][0-9]*\.?$")
-T = TypeVar("T")
-
-
-class SympyTimeout(Exception):
-    """A sympy check ran past its time limit."""
-
-
-def run_with_time_limit(fn: Callable[[], T], seconds: float | None) -> T:
-    """Run ``fn`` with a wall-clock limit; raise :class:`SympyTimeout` when it is exceeded.
-
-    In the main thread a SIGALRM timer interrupts the computation itself. Elsewhere (or when another
-    timer is already armed) the call runs in a daemon thread that is abandoned on time-out -- the
-    result is still "not equal", the leftover thread only costs CPU until it finishes.
-    """
-    if not seconds or seconds <= 0:
-        return fn()
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
-
-            def _raise(signum, frame):
-                raise SympyTimeout()
-
-            previous = signal.signal(signal.SIGALRM, _raise)
-            signal.setitimer(signal.ITIMER_REAL, seconds)
-            try:
-                return fn()
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
-    box: dict = {}
-
-    def _target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed back to the caller below
-            box["error"] = exc
-
-    worker = threading.Thread(target=_target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise SympyTimeout()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-#: characters an expression may hold to reach sympy (parse_expr runs Python: no ``<<``, ``%``, ``|``, ...)
-_SYMPY_CHARS = re.compile(r"^[0-9A-Za-z\s+\-*/^().,!_]*$")
-#: the only factorials allowed: of a literal with at most three digits (``999!`` has 2565 digits)
-_SMALL_FACTORIAL = re.compile(r"(?<![0-9.])[0-9]{1,3}!")
-#: a literal such as ``1e999999999``: its decimal exponent has four digits or more
-_BIG_DECIMAL_EXPONENT = re.compile(r"[0-9.][eE][+-]?[0-9]{4,}")
-#: bounds on what sympy may compute exactly: |exponent| and decimal digits of any number
-MAX_EXPONENT = 10_000
-MAX_DIGITS = 10_000
-
-
-def _sympy_allowed(expr: str) -> bool:
-    """Cheap textual guards before sympy sees the expression.
-
-    The first three are PRM800K's (at most two unknown letters, no ``^{``/``^(``, no ``^`` towers or
-    multi-digit ``^`` exponents). The rest keep ``parse_expr`` from computing anything big while it
-    parses: only plain arithmetic characters, factorials of small literals, decimal exponents below
-    1000, and no function that
-    ``parse_expr(..., evaluate=False)`` would still evaluate (``N(E, 9**9)`` or ``rf(9, 10**8)`` run at
-    parse time; ``sqrt`` and ``ln`` stay unevaluated)."""
-    letters = set(re.findall(r"[a-zA-Z]", expr.replace("sqrt", "").replace("frac", "")))
-    if len(letters) > 2:
-        return False
-    if "^{" in expr or "^(" in expr:
-        return False
-    if re.search(r"\^[0-9]+\^", expr) or re.search(r"\^[0-9][0-9]+", expr):
-        return False
-    if not _SYMPY_CHARS.match(expr) or expr.count("!") != len(_SMALL_FACTORIAL.findall(expr)):
-        return False
-    if _BIG_DECIMAL_EXPONENT.search(expr):  # mpmath expands 1e999999999 into an exact integer
-        return False
-    from sympy.parsing.sympy_parser import EvaluateFalseTransformer
-
-    namespace = _sympy_namespace()
-    for name in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", expr):
-        if callable(namespace.get(name)) and name not in EvaluateFalseTransformer.functions:
-            return False
-    return True
-
-
-_NAMESPACE: dict = {}
-
-
-def _sympy_namespace() -> dict:
-    """The names ``parse_expr`` resolves (``from sympy import *``), computed once."""
-    if not _NAMESPACE:
-        exec("from sympy import *", _NAMESPACE)  # noqa: S102 - a fixed import, no user input
-    return _NAMESPACE
-
-
-class TooLarge(Exception):
-    """An expression would make sympy compute a number beyond :data:`MAX_DIGITS` digits."""
-
-
-def height_log10(node) -> float | None:
-    """Upper bound on log10 of the height (max of |numerator|, |denominator|) of ``node``'s exact value,
-    or None when it is not a plain number; raises :class:`TooLarge` on a power or factorial sympy
-    should not compute. ``node`` is parsed with ``evaluate=False``, so nothing has been computed yet:
-    ``9**9**9`` is ``Pow(9, Pow(9, 9))``, whose exponent bound 9**9 exceeds :data:`MAX_EXPONENT`."""
-    import math
-
-    import sympy
-
-    children = [height_log10(arg) for arg in node.args]  # every subtree is checked, symbolic or not
-    if node.is_Integer or node.is_Rational:
-        return math.log10(max(abs(int(node.p)), abs(int(node.q)), 1))
-    if node.is_Float:
-        x = abs(float(node))
-        return abs(math.log10(x)) if x not in (0.0, math.inf) else (0.0 if x == 0.0 else math.inf)
-    if node.is_NumberSymbol or node is sympy.I:
-        return 1.0
-    if any(c is None for c in children):
-        bounds = None
-    else:
-        bounds = children
-    if isinstance(node, sympy.Pow):
-        base, exponent = children
-        if exponent is not None:
-            if exponent > math.log10(MAX_EXPONENT):
-                raise TooLarge(f"exponent up to 10^{exponent:.0f}")
-            if base is not None:
-                digits = 10.0**exponent * base
-                if digits > MAX_DIGITS:
-                    raise TooLarge(f"a power of about {digits:.0f} digits")
-                return digits
-        return None
-    if isinstance(node, sympy.factorial):
-        (n,) = children
-        if n is not None:
-            value = 10.0**n
-            if value > 1000:
-                raise TooLarge(f"factorial of up to {value:.0f}")
-            return value * max(math.log10(value), 1.0)
-        return None
-    if bounds is None:
-        return None
-    if isinstance(node, sympy.Mul):
-        return sum(bounds)
-    if isinstance(node, sympy.Add):  # H(a + b) <= 2 H(a) H(b)
-        return sum(bounds) + math.log10(2) * (len(bounds) - 1)
-    return None
-
-
-def _sympy_zero(expr: str) -> bool:
-    import sympy
-    from sympy.parsing import sympy_parser
-
-    transformations = sympy_parser.standard_transformations + (sympy_parser.implicit_multiplication_application,)
-    text = expr.replace("^", "**")
-    # parse without evaluating first, bound every power, then parse for real
-    height_log10(sympy_parser.parse_expr(text, transformations=transformations, evaluate=False))
-    parsed = sympy_parser.parse_expr(text, transformations=transformations)
-    return sympy.simplify(parsed) == 0
-
-
-def sympy_equal(gold: str, pred: str, time_limit: float | None = SYMPY_TIME_LIMIT) -> bool:
-    """``simplify((gold) - (pred)) == 0`` for small expressions; False on parse errors, numbers too
-    large to compute (:class:`TooLarge`, decided before sympy computes anything) and time-outs."""
-    expr = f"({gold})-({pred})"
-    if not _sympy_allowed(expr):
-        return False
-    try:
-        return bool(run_with_time_limit(lambda: _sympy_zero(expr), time_limit))
-    except SympyTimeout:
-        return False
-    except Exception:  # unparsable model output is simply "not equal"
-        return False
 
 
 def split_tuple(expr: str) -> list[str]:
@@ -500,10 +325,11 @@ def grade(pred: str | None, gold: str | None, time_limit: float | None = SYMPY_T
     return MathGrade(True, "sympy")
 
 
-def score(doc_answer: str, response: str, time_limit: float | None = SYMPY_TIME_LIMIT) -> dict[str, float]:
+def score(doc: Mapping[str, Any], response: str, *, time_limit: float | None = SYMPY_TIME_LIMIT) -> dict[str, float]:
+    """The metrics of one record against its gold ``answer``."""
     pred = extract_answer(response)
     meaningful = is_meaningful(response)
-    correct = meaningful and grade(pred, str(doc_answer or ""), time_limit).correct
+    correct = meaningful and grade(pred, str(doc["answer"] or ""), time_limit).correct
     return {
         "acc": float(correct),
         "extraction_rate": float(bool(pred)),

@@ -33,6 +33,11 @@ REASONING_CATEGORIES: dict[str, re.Pattern] = {
 REASONING_THRESHOLD = 0.2
 
 
+def prompt(doc: Mapping[str, Any]) -> str:
+    """The raw question (no instruction added)."""
+    return doc["question"]
+
+
 def reasoning_categories(response: str) -> list[str]:
     """Names of the categories present in the response."""
     lower = (response or "").lower()

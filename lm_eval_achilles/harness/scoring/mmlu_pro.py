@@ -30,6 +30,10 @@ def build_prompt(question: str, options: Sequence[str]) -> str:
     return PREAMBLE + f"Q: {question}\n" + format_options(options) + INSTRUCTION
 
 
+def prompt(doc: Mapping[str, Any]) -> str:
+    return build_prompt(doc["question"], doc["options"])
+
+
 def extract_choice(response: str, n_options: int) -> int:
     """Index of the first "The answer is (X)" letter, or -1.
 

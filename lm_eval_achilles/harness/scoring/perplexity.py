@@ -22,8 +22,9 @@ re-tokenisation the span is shortened by one token until it does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 MAX_TOKENS = 512
 MAX_DOCS = 1000
@@ -95,6 +96,23 @@ def scoring_span(tokenizer, text: str, max_tokens: int = MAX_TOKENS) -> ScoringS
             break
         keep -= 1
     raise ValueError(f"cannot cut this text at a token boundary that survives re-tokenisation: {text[:60]!r}...")
+
+
+def prompt(doc: Mapping[str, Any]) -> str:
+    """The request's context string (``task_data.load_ppl_dataset`` stores it in the document)."""
+    return doc["ppl_context"]
+
+
+def continuation(doc: Mapping[str, Any]) -> str:
+    """The request's continuation: the tokens that are scored."""
+    return doc["ppl_continuation"]
+
+
+def score(doc: Mapping[str, Any], response: Any) -> dict[str, tuple[float, int]]:
+    """``token_perplexity``'s per-document value ``(loglikelihood_sum, n_scored)``; ``response`` is the
+    loglikelihood request's result (lm-eval's ``(loglikelihood, is_greedy)``, or the bare number)."""
+    loglikelihood = response[0] if isinstance(response, (tuple, list)) else response
+    return {"token_perplexity": (float(loglikelihood), int(doc["ppl_scored"]))}
 
 
 def token_weighted_perplexity(items: Iterable[Sequence[float]]) -> float:

