@@ -14,6 +14,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--gguf-file", default=None, help="GGUF file inside --model to load")
     p.add_argument(
+        "--revision", default=None, help="hub branch, tag or commit of --model (also written --model ID@REVISION)"
+    )
+    p.add_argument(
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16", "float64"],
@@ -34,6 +37,7 @@ def load_from_args(args):
         device=args.device,
         device_map=args.device_map,
         trust_remote_code=args.trust_remote_code,
+        revision=getattr(args, "revision", None),
     )
 
 
@@ -210,6 +214,8 @@ def check_modules_before_loading(args, modules: str | None) -> None:
     from lm_eval_achilles.locator.candidates import candidate_modules
     from lm_eval_achilles.models.loading import load_skeleton
 
-    skeleton = load_skeleton(args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
+    skeleton = load_skeleton(
+        args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code, revision=args.revision
+    )
     if skeleton is not None:
         candidate_modules(skeleton, modules)

@@ -113,9 +113,14 @@ def base_model_args(args) -> dict:
         dtype = "float32"  # as lm_eval_achilles.models.loading: half precision is slow on a CPU
     # the device goes to lm-eval as its own argument (RunSettings.device), not inside model_args
     # "embedded" names the default model explicitly (the perplexity tasks then cut texts with its tokenizer)
-    base = {"pretrained": args.model or "embedded", "dtype": dtype, "gguf_file": args.gguf_file}
+    from lm_eval_achilles.models.loading import split_revision
+
+    model, revision = split_revision(args.model, args.revision)
+    base = {"pretrained": model or "embedded", "dtype": dtype, "gguf_file": args.gguf_file}
     if args.trust_remote_code:
         base["trust_remote_code"] = True
+    if revision:
+        base["revision"] = revision
     if getattr(args, "allow_fingerprint_mismatch", False):
         base["allow_fingerprint_mismatch"] = True
     for key in ("scale", "apply"):
@@ -186,7 +191,9 @@ def check_mask_before_running(args) -> None:
         apply=args.apply or "hooks",
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
-    skeleton = load_skeleton(args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
+    skeleton = load_skeleton(
+        args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code, revision=args.revision
+    )
     if skeleton is not None:
         spec.precheck(skeleton)
 

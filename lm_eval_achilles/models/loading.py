@@ -51,6 +51,18 @@ def resolve_pretrained(name_or_path: str | None) -> str:
     return str(model_path(entry)) if entry is not None else str(name_or_path)
 
 
+def split_revision(name_or_path: str | None, revision: str | None = None) -> tuple[str | None, str | None]:
+    """``ID@REVISION`` -> (ID, REVISION); a local path that exists as written is never split."""
+    import os
+
+    if revision or not name_or_path or "@" not in str(name_or_path) or os.path.exists(str(name_or_path)):
+        return name_or_path, revision
+    name, _, rev = str(name_or_path).rpartition("@")
+    if not name or not rev:
+        raise AchillesError(f"bad model {name_or_path!r}: write ID@REVISION, e.g. org/model@v1.0")
+    return name, rev
+
+
 def load_model(
     name_or_path: str | None = None,
     gguf_file: str | None = None,
@@ -58,21 +70,27 @@ def load_model(
     device: str | None = None,
     device_map: str | None = None,
     trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM in eval mode. ``name_or_path=None`` (or ``"embedded"``) is the embedded default; a
-    named model (``"gemma-3-270m"``) is fetched and converted on first use."""
+    named model (``"gemma-3-270m"``) is fetched and converted on first use. ``revision`` (a hub branch,
+    tag or commit; also written ``ID@REVISION``) is recorded in the name, so masks and caches of two
+    revisions never mix."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
+    name_or_path, revision = split_revision(name_or_path, revision)
     path = resolve_pretrained(name_or_path)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     if device_map:
         kwargs["device_map"] = device_map
+    extra = {"revision": revision} if revision else {}
+    kwargs.update(extra)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})
+            path, trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}), **extra
         )
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
@@ -85,11 +103,18 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     entry = lookup(name_or_path)
     name = entry.name if entry is not None else str(name_or_path)
+    if revision:
+        name = f"{name}@{revision}"
     display = entry.display_name if entry is not None else name + (f" ({gguf_file})" if gguf_file else "")
     return LoadedModel(model=model, tokenizer=tokenizer, name_or_path=name, display_name=display)
 
 
-def load_skeleton(name_or_path: str | None = None, gguf_file: str | None = None, trust_remote_code: bool = False):
+def load_skeleton(
+    name_or_path: str | None = None,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
     """The model's modules and parameter shapes without its weights (built on the meta device from the
     config alone): enough for :func:`fingerprint`, module names and declared output sizes, so a command
     can refuse a wrong mask or ``--modules`` before loading gigabytes. A bad name or path is an
@@ -98,8 +123,11 @@ def load_skeleton(name_or_path: str | None = None, gguf_file: str | None = None,
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    name_or_path, revision = split_revision(name_or_path, revision)
     path = resolve_pretrained(name_or_path)
     extra = {"gguf_file": gguf_file} if gguf_file else {}
+    if revision:
+        extra["revision"] = revision
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError) as exc:
