@@ -2,11 +2,12 @@
 
 The public API, in one line each::
 
-    from lm_eval_achilles import LocatorConfig, load_model, locate, masked, folded, load_mask, save_mask
+    from lm_eval_achilles import LoadedModel, LocatorConfig, load_model, locate, masked, folded, load_mask, save_mask
 
     loaded = load_model()                      # the embedded SmolLM2-135M-Instruct (or a hub id / path)
     mask = locate(loaded)                      # the paper's two stages -> a MaskFile
     mask = locate(loaded, LocatorConfig(samples="auto"))   # every locator setting: one LocatorConfig
+    mask = locate(LoadedModel(my_model, my_tokenizer, "my-model"))  # a model you built (PEFT, device_map ...)
     save_mask(mask, "mask.json")
     with masked(loaded.model, mask.neurons):   # forward hooks, removed on exit
         ...
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _API = {
     "load_model": "lm_eval_achilles.models.loading",
+    "LoadedModel": "lm_eval_achilles.models.loading",
     "locate": "lm_eval_achilles.locator.locate",
     "LocatorConfig": "lm_eval_achilles.locator.config",
     "masked": "lm_eval_achilles.mask.masking",

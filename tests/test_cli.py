@@ -183,3 +183,31 @@ def test_demo_loads_the_model_given_with_model(tmp_path, capsys):
     assert main(["demo", "--model", str(missing), "--out", str(tmp_path / "demo"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"cannot load model {str(missing)!r}" in err
+
+
+def test_abbreviations_are_refused_and_the_hint_names_the_subcommand(tmp_path, capsys):
+    """``--epsilo 2`` would silently run with epsilon = 2 under argparse's default prefix matching."""
+    out = str(tmp_path / "m.json")
+    assert _error(capsys, ["locate", "--epsilo", "2", "--out", out]) == (
+        "achilles: error: unrecognized arguments: --epsilo 2 (see: achilles locate --help)"
+    )
+    assert "see: achilles study --help" in _error(capsys, ["study", "all", "--out", out, "--trails", "3"])
+
+
+def test_help_states_each_default_once_and_every_flag_has_help(capsys):
+    import argparse
+
+    from lm_eval_achilles.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sp in sub.choices.items():
+        missing = [a.option_strings[0] for a in sp._actions if a.option_strings and not a.help]
+        assert not missing, f"achilles {name}: flags without help: {missing}"
+        text = sp.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+        formatter = sp.formatter_class(prog=sp.prog)
+        for a in sp._actions:
+            shown = formatter._get_help_string(a) or ""
+            stated = "default" in (a.help or "")
+            assert not (stated and "%(default)" in shown), f"achilles {name} {a.option_strings}: default twice"

@@ -75,3 +75,15 @@ def test_study_samples_auto_runs(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "threshold" / "threshold.json").read_text())
     assert data["meta"]["samples"] == "auto" and data["rows"]
+
+
+def test_locate_on_a_model_you_built(embedded):
+    """``LoadedModel`` around a model built elsewhere: locate() runs on it and records the given name."""
+    from lm_eval_achilles import LoadedModel, locate
+
+    mask = locate(
+        LoadedModel(embedded.model, embedded.tokenizer, "my-org/my-model"), samples=20, max_steps=5, progress=False
+    )
+    assert mask.model.name_or_path == "my-org/my-model"
+    assert [(n.module, n.channel) for n in mask.neurons] == [("model.layers.11.mlp.down_proj", 507)]
+    assert LoadedModel(embedded.model, embedded.tokenizer, "x").display_name == "x"

@@ -36,10 +36,25 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad command line is one ``achilles: error:`` line (as every other bad input),
-    not a usage block and a ``SystemExit`` from inside the parser."""
+    not a usage block and a ``SystemExit`` from inside the parser. Abbreviated options are refused
+    (``--epsilo 2`` would otherwise run with epsilon = 2 without a word)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default once: not when the help already says it, nor for flags whose default is unset."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
 
 
 def _command_modules():
@@ -62,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=module.HELP,
             description=module.HELP,
             add_help=not passthrough,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_HelpFormatter,
         )
         module.add_arguments(p)
         p.set_defaults(_run=module.run, _passthrough=passthrough)
@@ -80,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args._passthrough:
             args.passthrough = extra
         elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see: achilles {args.command} --help)")
     except UsageError as exc:
         return _fail(str(exc))
     except SystemExit as exc:  # --help, --version

@@ -31,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--limit", type=positive_float, default=None, help="documents per task (as lm_eval --limit)")
     p.add_argument("--batch-size", type=lm_eval_batch_size, default=1, help="lm-eval batch size (int, auto or auto:N)")
     p.add_argument("--gen-kwargs", default=None, help="generation overrides for both runs, e.g. max_gen_toks=64")
-    p.add_argument("--num-fewshot", type=non_negative_int, default=None)
+    p.add_argument("--num-fewshot", type=non_negative_int, default=None, help="few-shot examples (as lm-eval; default: the task's)")
     p.add_argument(
         "--seed", type=non_negative_int, default=1234, help="lm-eval random/numpy/torch/fewshot seed and bootstrap seed"
     )

@@ -49,7 +49,7 @@ def add_arguments(p):
     p.add_argument(
         "--max-new-tokens", type=positive_int, default=d.max_new_tokens, help="length of the before/after responses"
     )
-    p.add_argument("--bootstrap-iters", type=positive_int, default=d.bootstrap_iters)
+    p.add_argument("--bootstrap-iters", type=positive_int, default=d.bootstrap_iters, help="paired bootstrap resamples")
     p.add_argument("--quiet", action="store_true", help="no progress bars; lm-eval logs errors only")
     add_overwrite_argument(p)
     # --seed and --batch-size are lm-eval's here: the locator's are --locate-seed and --locate-batch-size

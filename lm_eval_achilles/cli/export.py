@@ -24,7 +24,9 @@ def add_arguments(p):
         help="fold the paper's critical set or the minimal set of `locate --minimize`",
     )
     p.add_argument("--scale", type=finite_float, default=0.0, help="masked channels are multiplied by this (beta)")
-    p.add_argument("--allow-fingerprint-mismatch", action="store_true")
+    p.add_argument(
+        "--allow-fingerprint-mismatch", action="store_true", help="use a mask made for another architecture (warns)"
+    )
     p.add_argument("--out", required=True, help="output folder")
 
 

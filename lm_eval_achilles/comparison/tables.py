@@ -93,6 +93,8 @@ def _mask_line(desc: dict[str, Any]) -> str:
     mods = ", ".join(m.get("modules", [])[:4])
     neurons = m.get("neurons") or []
     shown = ", ".join(f"{mod} ch {ch}" for mod, ch in neurons[:5])
+    if len(neurons) > 5 or (m.get("n_channels") or 0) > 5:
+        shown += f", … ({m.get('n_channels')} in all)"
     return (
         f"{m.get('n_channels')} neuron(s) masked ({shown or mods}), scale {m.get('scale')}, apply {m.get('apply')}, "
         f"mask {m.get('mask_file')}"

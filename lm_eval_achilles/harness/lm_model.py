@@ -47,6 +47,7 @@ class AchillesMaskedLM(HFLM):
         self.achilles_condition = spec.condition_key(self.achilles_neurons)
         if spec.apply == "fold" and self.achilles_neurons:
             fold(self.model, self.achilles_neurons, spec.scale)
+        print(f"[achilles] {spec.describe(self.achilles_neurons)}", flush=True)  # what this run masks, at start
 
     def _mask_context(self):
         if self.achilles_spec.apply == "hooks" and self.achilles_neurons:

@@ -165,6 +165,18 @@ class MaskingSpec:
         }
         return info
 
+    def describe(self, neurons: list[Neuron]) -> str:
+        """One console line: what is masked, from where, and how (``unmasked`` for the original)."""
+        if not neurons:
+            return "unmasked: nothing is masked (the original model)"
+        modules = sorted({n.module for n in neurons})
+        source = f"located on this model ({self.mask_path})" if self.locate else f"from {self.mask_path}"
+        which = f"top_n={self.top_n}" if self.top_n not in (None, 0) else f"the {self.select} set"
+        return (
+            f"masking {len(neurons)} neuron(s) in {len(modules)} module(s) ({which} {source}), "
+            f"scale {self.scale:g}, apply={self.apply}"
+        )
+
     def condition_key(self, neurons: list[Neuron]) -> str:
         """Identifies the masking condition (for cache separation): same neurons + scale = same key."""
         if not neurons:

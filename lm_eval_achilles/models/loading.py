@@ -15,12 +15,18 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 @dataclass
 class LoadedModel:
-    """A causal LM, its tokenizer, and where it came from (recorded in mask files)."""
+    """A causal LM, its tokenizer, and where it came from (recorded in mask files). Built by
+    :func:`load_model`, or by hand around a model you already have (any ``device_map``,
+    ``attn_implementation``, a merged PEFT model ...): ``LoadedModel(model, tokenizer, "my-model")``."""
 
     model: Any
     tokenizer: Any
     name_or_path: str
-    display_name: str
+    display_name: str = ""  # "" = the name
+
+    def __post_init__(self):
+        if not self.display_name:
+            self.display_name = str(self.name_or_path)
 
     @property
     def device(self):
