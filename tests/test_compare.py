@@ -336,3 +336,49 @@ def test_nonfinite_documents_are_kept_named_and_counted(tmp_path):
     written = write_comparison(comp, tmp_path / "out", plot=False)["json"].read_text()
     data = json.loads(written, parse_constant=refuse)
     assert data["rows"][0]["test"]["extra"]["difference"] == "inf"
+
+
+def test_compare_carries_lm_eval_settings_to_both_conditions(tmp_path, capsys):
+    """A researcher's settings in lm-eval's spelling (chat template, system instruction, extra model
+    arguments, generation arguments) reach both conditions identically, on the real embedded model."""
+    from conftest import mask_doc
+
+    from lm_eval_achilles.cli import main
+    from lm_eval_achilles.comparison.runs import load_run
+    from lm_eval_achilles.models.loading import fingerprint, load_skeleton
+    from lm_eval_achilles.resources import sample_data_dir
+
+    mask = tmp_path / "mask.json"
+    fp = fingerprint(load_skeleton("embedded"))
+    mask.write_text(json.dumps(mask_doc(fp, [("model.layers.11.mlp.down_proj", 507)], curve=())))
+    out = tmp_path / "cmp"
+    argv = ["compare", "--mask", str(mask), "--tasks", "achilles_simpleqa", "--limit", "2", "--out", str(out)]
+    argv += ["--data-dir", str(sample_data_dir()), "--apply_chat_template", "--system_instruction", "Answer in one word."]
+    argv += ["--model_args", "max_length=512,add_bos_token=False", "--gen_kwargs", "max_gen_toks=4", "--device", "cpu"]
+    assert main(argv) == 0, capsys.readouterr().err
+    runs = [load_run(out / name) for name in ("original", "masked")]
+    for run in runs:
+        cfg = run.config
+        assert cfg["model_args"]["max_length"] == 512 and cfg["model_args"]["add_bos_token"] is False
+        prompt = run.samples["achilles_simpleqa"][0]["arguments"]["gen_args_0"]["arg_0"]
+        assert "<|im_start|>system\nAnswer in one word." in prompt and "<|im_start|>assistant" in prompt
+        assert run.results.get("chat_template") and run.results.get("system_instruction") == "Answer in one word."
+    assert runs[0].config["model_args"]["top_n"] == 0 and "top_n" not in runs[1].config["model_args"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model_args", "mask=x.json"], "--model_args mask=...: compare sets it per condition"),
+        (["--model_args", "noequals"], "--model_args 'noequals': expected k=v,k=v"),
+        (["--fewshot_as_multiturn"], "--fewshot_as_multiturn needs --apply_chat_template"),
+    ],
+)
+def test_compare_settings_refused_before_any_run(tmp_path, capsys, extra, message):
+    from lm_eval_achilles.cli import main
+
+    out = tmp_path / "cmp"
+    code = main(["compare", "--tasks", "achilles_simpleqa", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not out.exists()

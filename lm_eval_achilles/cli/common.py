@@ -24,7 +24,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--device-map", default=None, help="e.g. auto, to spread a large model over several GPUs")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own model code (transformers)")
+    p.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the checkpoint's own model code (transformers)"
+    )
 
 
 def load_from_args(args):

@@ -30,8 +30,54 @@ def add_arguments(p):
     p.add_argument("--masked", default=None, help="existing lm-eval output folder of the masked model")
     p.add_argument("--limit", type=positive_float, default=None, help="documents per task (as lm_eval --limit)")
     p.add_argument("--batch-size", type=lm_eval_batch_size, default=1, help="lm-eval batch size (int, auto or auto:N)")
-    p.add_argument("--gen-kwargs", default=None, help="generation overrides for both runs, e.g. max_gen_toks=64")
-    p.add_argument("--num-fewshot", type=non_negative_int, default=None, help="few-shot examples (as lm-eval; default: the task's)")
+    # lm-eval's own spelling (with underscores) is accepted for every setting lm-eval has
+    p.add_argument(
+        "--gen_kwargs",
+        "--gen-kwargs",
+        dest="gen_kwargs",
+        default=None,
+        help="generation overrides for both runs, e.g. max_gen_toks=64,temperature=0",
+    )
+    p.add_argument(
+        "--num_fewshot",
+        "--num-fewshot",
+        dest="num_fewshot",
+        type=non_negative_int,
+        default=None,
+        help="few-shot examples (as lm-eval; default: the task's)",
+    )
+    p.add_argument(
+        "--model_args",
+        "--model-args",
+        dest="model_args",
+        default=None,
+        help="extra model arguments for both runs, lm-eval's k=v,k=v (parallelize=True,max_length=4096,"
+        "attn_implementation=sdpa,add_bos_token=True ...); this package's mask arguments are set by compare",
+    )
+    p.add_argument(
+        "--apply_chat_template",
+        "--apply-chat-template",
+        dest="apply_chat_template",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="TEMPLATE",
+        help="format prompts with the tokenizer's chat template (optionally a named one), as lm-eval",
+    )
+    p.add_argument(
+        "--fewshot_as_multiturn",
+        "--fewshot-as-multiturn",
+        dest="fewshot_as_multiturn",
+        action="store_true",
+        help="few-shot examples as a multi-turn chat (needs --apply_chat_template), as lm-eval",
+    )
+    p.add_argument(
+        "--system_instruction",
+        "--system-instruction",
+        dest="system_instruction",
+        default=None,
+        help="system instruction prepended to every prompt, as lm-eval",
+    )
     p.add_argument(
         "--seed", type=non_negative_int, default=1234, help="lm-eval random/numpy/torch/fewshot seed and bootstrap seed"
     )
@@ -88,6 +134,8 @@ def settings_from_args(args):
     limit = args.limit  # > 0 and finite (checked by argparse); a whole number >= 1 is a count, as in lm-eval
     if limit is not None:
         limit = int(limit) if limit >= 1 and float(limit).is_integer() else limit
+    if args.fewshot_as_multiturn and not args.apply_chat_template:
+        raise AchillesError("--fewshot_as_multiturn needs --apply_chat_template (as in lm-eval)")
     return RunSettings(
         tasks=tasks,
         limit=limit,
@@ -100,6 +148,9 @@ def settings_from_args(args):
         use_cache=not args.no_cache,
         num_fewshot=args.num_fewshot,
         confirm_run_unsafe_code=args.confirm_run_unsafe_code,
+        apply_chat_template=args.apply_chat_template,
+        fewshot_as_multiturn=args.fewshot_as_multiturn,
+        system_instruction=args.system_instruction,
     )
 
 
@@ -126,7 +177,35 @@ def base_model_args(args) -> dict:
     for key in ("scale", "apply"):
         if getattr(args, key, None) is not None:
             base[key] = getattr(args, key)
-    return base
+    return {**base, **extra_model_args(args)}
+
+
+#: Model arguments ``compare`` sets itself per condition: ``--model_args`` may not override them.
+OWN_MODEL_ARGS = ("pretrained", "mask", "top_n", "locate", "select")
+
+
+def extra_model_args(args) -> dict:
+    """``--model_args k=v,...`` parsed as lm-eval parses them; the same for both conditions."""
+    from lm_eval.utils import simple_parse_args_string
+
+    from lm_eval_achilles.errors import AchillesError
+
+    text = getattr(args, "model_args", None)
+    if not text:
+        return {}
+    bad = [item for item in text.split(",") if item.strip() and "=" not in item]
+    if bad:
+        raise AchillesError(f"--model_args {text!r}: expected k=v,k=v ({bad[0]!r} has no '=')")
+    try:
+        extra = simple_parse_args_string(text)
+    except ValueError as exc:
+        raise AchillesError(f"--model_args {text!r}: expected k=v,k=v ({exc})") from None
+    own = [k for k in extra if k in OWN_MODEL_ARGS or k.startswith("locate")]
+    if own:
+        raise AchillesError(
+            f"--model_args {own[0]}=...: compare sets it per condition; use --model, --mask or --top-n instead"
+        )
+    return extra
 
 
 def run(args) -> int:
@@ -151,6 +230,7 @@ def run(args) -> int:
     else:
         # every check before the first lm-eval run: settings, the mask against the model, the output folder
         settings = settings_from_args(args)
+        model_args = base_model_args(args)  # --model_args checked here, before locating or evaluating
         check_output(out, results=[*RESULT_FOLDERS, "comparison.json"], overwrite=args.overwrite)
         mask_path = args.mask
         if mask_path is not None:
@@ -161,7 +241,7 @@ def run(args) -> int:
             checked_task_manager(settings)  # an unknown task fails now, not after locating
             mask_path = locate_into(args, cfg, out / "mask.json")
         result = compare_model(
-            base_model_args(args),
+            model_args,
             mask_path,
             settings,
             out,

@@ -28,6 +28,9 @@ class RunSettings:
     use_cache: bool = True
     num_fewshot: int | None = None
     confirm_run_unsafe_code: bool = False
+    apply_chat_template: bool | str = False  # True = the tokenizer's default chat template, or a template name
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
 
 
 def model_args_for(
@@ -116,6 +119,9 @@ def run_condition(
         fewshot_random_seed=settings.seed,
         confirm_run_unsafe_code=settings.confirm_run_unsafe_code,
         metadata=settings.metadata or None,
+        apply_chat_template=settings.apply_chat_template,
+        fewshot_as_multiturn=settings.fewshot_as_multiturn,
+        system_instruction=settings.system_instruction,
     )
     if results is None:
         raise AchillesError("lm-eval returned no results")
