@@ -99,6 +99,11 @@ def add_arguments(p):
     )
     p.add_argument("--no-cache", action="store_true", help="do not keep lm-eval response caches under OUT/cache")
     p.add_argument("--bootstrap-iters", type=positive_int, default=10_000, help="paired bootstrap resamples")
+    p.add_argument(
+        "--no-fluency",
+        action="store_true",
+        help="skip response_nll/disfluent_rate (the answers' fluency under the original model, one more model load)",
+    )
     p.add_argument("--confirm-run-unsafe-code", action="store_true", help="passed to lm-eval")
     p.add_argument("--quiet", action="store_true", help="no progress bars while locating")
     add_overwrite_argument(p)
@@ -224,8 +229,9 @@ def run(args) -> int:
     if args.original:
         tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
         check_output(out, results=["comparison.json"], overwrite=args.overwrite)
+        judge = None if args.no_fluency else (lambda: judge_of_run(args.original, args.device))
         result = compare_and_write(
-            args.original, args.masked, out, tasks=tasks, iters=args.bootstrap_iters, seed=args.seed
+            args.original, args.masked, out, tasks=tasks, iters=args.bootstrap_iters, seed=args.seed, judge=judge
         )
     else:
         # every check before the first lm-eval run: settings, the mask against the model, the output folder
@@ -248,6 +254,7 @@ def run(args) -> int:
             top_n=args.top_n,
             overwrite=args.overwrite,
             iters=args.bootstrap_iters,
+            fluency=not args.no_fluency,
         )
     print(text_table(result.comparison))
     for w in result.comparison["warnings"]:
@@ -255,6 +262,19 @@ def run(args) -> int:
     for key, path in result.paths.items():
         print(f"{key:<6} {path}")
     return 0
+
+
+def judge_of_run(folder, device=None):
+    """The unmasked model an existing lm-eval run used (its ``pretrained`` and ``dtype``), to judge fluency."""
+    from lm_eval_achilles.comparison.runs import load_run
+    from lm_eval_achilles.comparison.workflow import fluency_judge
+
+    model_args = load_run(folder).config.get("model_args") or {}
+    if isinstance(model_args, str):  # the lm_eval CLI records the argument string
+        from lm_eval.utils import simple_parse_args_string
+
+        model_args = simple_parse_args_string(model_args)
+    return fluency_judge(model_args, device)
 
 
 def check_mask_before_running(args) -> None:

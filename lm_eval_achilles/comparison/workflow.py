@@ -1,7 +1,7 @@
 """One way through a comparison: (locate) -> both conditions in lm-eval -> paired metrics -> tables.
 
 ``achilles compare`` and ``achilles demo`` both run through :func:`compare_model` (evaluate, then
-:func:`compare_and_write`); ``achilles compare --original A --masked B`` runs :func:`compare_and_write`
+:func:`compare_and_write`, which adds the answers' fluency under the original model); ``achilles compare --original A --masked B`` runs :func:`compare_and_write`
 alone on two existing lm-eval output folders. :func:`locate_to_file` is the locate step both use when no
 mask is given."""
 
@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.comparison.conditions import RunSettings, run_conditions
+from lm_eval_achilles.comparison.fluency import add_fluency
 from lm_eval_achilles.comparison.metrics import compare_folders
+from lm_eval_achilles.comparison.runs import load_run
 from lm_eval_achilles.comparison.tables import write_comparison
 from lm_eval_achilles.locator.locate import locate
 from lm_eval_achilles.mask.mask_file import save_mask
@@ -48,9 +50,16 @@ def compare_and_write(
     seed: int = 1234,
     title: str = "Original vs masked",
     notes: Sequence[str] = (),
+    judge: Callable | None = None,
 ) -> Comparison:
-    """Pair two lm-eval output folders per document, test every metric, write comparison.json/.md/.png."""
+    """Pair two lm-eval output folders per document, test every metric (with ``judge``, the original
+    model as :func:`fluency_judge` loads it, also the fluency of the answers: :mod:`.fluency`), write
+    comparison.json/.md/.png."""
     comparison = compare_folders(original, masked, tasks=tasks, iters=iters, seed=seed)
+    if judge is not None:
+        loaded = judge()
+        add_fluency(comparison, load_run(original), load_run(masked), loaded, iters=iters, seed=seed)
+        del loaded
     paths = write_comparison(comparison, out, title=title, notes=notes)
     return Comparison(comparison, paths, Path(original), Path(masked))
 
@@ -65,8 +74,26 @@ def compare_model(
     iters: int = 10_000,
     title: str = "Original vs masked",
     notes: Sequence[str] = (),
+    fluency: bool = True,
 ) -> Comparison:
     """Evaluate the original and the masked model with identical ``settings`` into ``out/original`` and
     ``out/masked``, then :func:`compare_and_write` them (bootstrap seeded with the run's seed)."""
     original, masked = run_conditions(base_model_args, mask_path, settings, out, top_n=top_n, overwrite=overwrite)
-    return compare_and_write(original, masked, out, iters=iters, seed=settings.seed, title=title, notes=notes)
+    judge = (lambda: fluency_judge(base_model_args, settings.device)) if fluency else None
+    return compare_and_write(
+        original, masked, out, iters=iters, seed=settings.seed, title=title, notes=notes, judge=judge
+    )
+
+
+def fluency_judge(model_args: dict[str, Any], device: str | None = None):
+    """The original (unmasked) model of a run, loaded from its model arguments, to judge fluency."""
+    from lm_eval_achilles.models.loading import load_model
+
+    return load_model(
+        model_args.get("pretrained") or "embedded",
+        gguf_file=model_args.get("gguf_file"),
+        dtype=model_args.get("dtype") or "auto",
+        device=device,
+        trust_remote_code=bool(model_args.get("trust_remote_code", False)),
+        revision=model_args.get("revision"),
+    )
