@@ -105,6 +105,8 @@ def ws(tmp_path, embedded_fingerprint):
         (paths["done"] / rel).write_text("{}")
     (paths["done"] / "compare").mkdir()
     (paths["done"] / "compare" / "comparison.json").write_text("{}")
+    paths["emptydir"] = tmp_path / "emptydir"  # a folder with no checkpoint in it
+    paths["emptydir"].mkdir()
     paths["out"] = tmp_path / "out"  # does not exist: a good output path
     paths["missing"] = tmp_path / "missing.json"
     paths["long"] = tmp_path / ("x" * 300 + ".json")  # the OS refuses the name: an OSError
@@ -139,6 +141,11 @@ LOCATE = [
     (["--modules", "re:("], "bad module regex '('"),
     (["--granularity", "neuron"], "--granularity: invalid choice: 'neuron'"),
     (["--dtype", "float8"], "--dtype: invalid choice: 'float8'"),
+    (["--model", "{out}/no-such-checkpoint"], "model folder not found"),
+    (["--model", "{emptydir}"], "is a folder without config.json: not a transformers checkpoint"),
+    (["--model", "embeded"], "unknown model 'embeded'; did you mean embedded?"),
+    (["--device", "cuda:99"], "--device cuda:99: "),
+    (["--epsilo", "2"], "unrecognized arguments: --epsilo 2 (see: achilles locate --help)"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ]
 LOCATE_OUT = [
@@ -165,6 +172,9 @@ COMPARE = [
     (["--data-dir", "{missing}"], "--data-dir {missing} is not a folder"),
     (["--include-path", "{missing}"], "--include-path {missing} is not a folder"),
     (["--seed", "x"], "--seed: must be an integer, got 'x'"),
+    (["--device", "cuda:99"], "--device cuda:99: "),
+    (["--model_args", "top_n=3"], "--model_args top_n=...: compare sets it per condition"),
+    (["--fewshot_as_multiturn"], "--fewshot_as_multiturn needs --apply_chat_template"),
 ]
 COMPARE_OTHER = [
     (["compare", "--tasks", "", "--mask", "{mask}", "--out", "{out}"], "--tasks is required"),
@@ -232,7 +242,8 @@ STUDY = [
     (["study", "methods", "--out", "{done}"], "already holds results of an earlier run (methods/methods.json)"),
 ]
 DEMO = [
-    (["demo", "--out", "{out}", "--limit", "-1"], "--limit: must be >= 0, got '-1'"),
+    (["demo", "--out", "{out}", "--limit", "-1"], "--limit: must be >= 1, got '-1'"),
+    (["demo", "--out", "{out}", "--limit", "0"], "--limit: must be >= 1, got '0'"),  # one meaning: as compare
     (["demo", "--out", "{out}", "--batch-size", "0"], "--batch-size: must be >= 1, got '0'"),
     (["demo", "--out", "{out}", "--max-gen-toks", "-5"], "--max-gen-toks: must be >= 0, got '-5'"),
     (["demo", "--out", "{out}", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1, got '0'"),
@@ -247,6 +258,16 @@ DEMO = [
 GENERAL = [
     (["telepathy"], "invalid choice: 'telepathy'"),
 ]
+TRACK = [
+    (["track", "embedded", "--out", "{out}"], "track needs at least two checkpoints, got 1"),
+    (
+        ["track", "embedded", "{out}/no-such-ckpt", "--out", "{out}"],
+        "checkpoint 2 ({out}/no-such-ckpt) is not a folder",
+    ),
+    (["track", "--list", "{missing}", "--out", "{out}"], "checkpoint list not found"),
+    (["check", "{mask}", "--baseline", "{other}", "--max-size-drop", "0"], "was located on another architecture"),
+    (["check", "{mask}", "--max-size-drop", "0"], "--max-size-drop compare a new mask file and a baseline"),
+]
 
 CLI_CASES = (
     [(["locate", *a, "--out", "{out}/m.json", "--quiet"], m) for a, m in LOCATE]
@@ -258,6 +279,7 @@ CLI_CASES = (
     + CHECK
     + STUDY
     + DEMO
+    + TRACK
     + GENERAL
 )
 

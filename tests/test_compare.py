@@ -353,7 +353,13 @@ def test_compare_carries_lm_eval_settings_to_both_conditions(tmp_path, capsys):
     mask.write_text(json.dumps(mask_doc(fp, [("model.layers.11.mlp.down_proj", 507)], curve=())))
     out = tmp_path / "cmp"
     argv = ["compare", "--mask", str(mask), "--tasks", "achilles_simpleqa", "--limit", "2", "--out", str(out)]
-    argv += ["--data-dir", str(sample_data_dir()), "--apply_chat_template", "--system_instruction", "Answer in one word."]
+    argv += [
+        "--data-dir",
+        str(sample_data_dir()),
+        "--apply_chat_template",
+        "--system_instruction",
+        "Answer in one word.",
+    ]
     argv += ["--model_args", "max_length=512,add_bos_token=False", "--gen_kwargs", "max_gen_toks=4", "--device", "cpu"]
     assert main(argv) == 0, capsys.readouterr().err
     runs = [load_run(out / name) for name in ("original", "masked")]

@@ -208,9 +208,23 @@ def add_overwrite_argument(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
 
 
+def check_model_before_loading(args) -> None:
+    """``--model`` and ``--device`` as far as they can be checked without loading anything: a local path
+    that does not exist or holds no checkpoint, a misspelt named model, CUDA on a PyTorch without it."""
+    from lm_eval_achilles.models.loading import check_device, check_model_name, default_device, split_revision
+    from lm_eval_achilles.models.named import lookup
+
+    name, _ = split_revision(getattr(args, "model", None), getattr(args, "revision", None))
+    if lookup(name) is None:
+        check_model_name(str(name), getattr(args, "gguf_file", None))
+    check_device(getattr(args, "device", None) or default_device())
+
+
 def check_modules_before_loading(args, modules: str | None) -> None:
-    """``--modules`` that match no candidate module fail now, on the model's skeleton (config only),
-    not after the weights are loaded."""
+    """The model and device (:func:`check_model_before_loading`), then ``--modules`` that match no
+    candidate module: they fail now, on the model's skeleton (config only), not after the weights are
+    loaded."""
+    check_model_before_loading(args)
     if not modules:
         return
     from lm_eval_achilles.locator.candidates import candidate_modules

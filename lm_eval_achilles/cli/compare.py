@@ -141,6 +141,9 @@ def settings_from_args(args):
         limit = int(limit) if limit >= 1 and float(limit).is_integer() else limit
     if args.fewshot_as_multiturn and not args.apply_chat_template:
         raise AchillesError("--fewshot_as_multiturn needs --apply_chat_template (as in lm-eval)")
+    from lm_eval_achilles.cli.common import check_model_before_loading
+
+    check_model_before_loading(args)
     return RunSettings(
         tasks=tasks,
         limit=limit,

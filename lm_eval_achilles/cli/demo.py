@@ -26,7 +26,9 @@ def add_arguments(p):
         help="model: a named model (embedded, gemma-3-270m), hub id or local folder (default: the embedded model)",
     )
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="lm-eval tasks or groups")
-    p.add_argument("--limit", type=non_negative_int, default=d.limit or 0, help="documents per task (0 = all)")
+    p.add_argument(
+        "--limit", type=positive_int, default=d.limit, help="documents per task (default: all; as lm_eval --limit)"
+    )
     p.add_argument(
         "--max-gen-toks",
         type=non_negative_int,
@@ -71,7 +73,7 @@ def run(args) -> int:
         out=Path(args.out),
         model=args.model,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
-        limit=args.limit or None,
+        limit=args.limit,
         max_gen_toks=args.max_gen_toks or None,
         batch_size=args.batch_size,
         data_dir=Path(args.data_dir) if args.data_dir else None,

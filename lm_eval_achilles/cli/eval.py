@@ -39,17 +39,44 @@ def run_lm_eval(argv: list[str]) -> int:
 
     from lm_eval_achilles.errors import AchillesError
 
+    limit = _option(argv, "--limit")
+    if limit is not None and _is_zero(limit):
+        print("achilles: error: --limit 0 evaluates no document; omit --limit for all of them", file=sys.stderr)
+        return 2
     sys.argv = ["lm_eval", *argv]
     try:
         cli_evaluate()
     except AchillesError as exc:
         print(f"achilles: error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # lm-eval's own refusals (unknown task, bad argument) are bad input, not crashes
+        text = " ".join(str(exc).split())
+        print(
+            f"achilles: error: lm-eval refused the arguments: {text[:500]} (see: achilles eval --help)", file=sys.stderr
+        )
+        return 2
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         manager.TaskManager.__init__ = original_init
     return 0
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of ``name`` in an lm_eval command line (``--limit 5`` or ``--limit=5``), else None."""
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _is_zero(text: str) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 
 
 def run(args) -> int:

