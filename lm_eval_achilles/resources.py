@@ -34,3 +34,17 @@ def sample_data_dir() -> Path:
     if missing:
         raise AchillesError(f"packaged sample data missing in {folder}: {', '.join(missing)}; reinstall the package")
     return folder
+
+
+#: The ``data_dir`` value that means "the packaged sample documents" (``--data-dir sample``,
+#: ``--metadata '{"data_dir": "sample"}'``, ``ACHILLES_DATA_DIR=sample``), wherever the package is installed.
+SAMPLE = "sample"
+
+
+def resolve_data_dir(value) -> Path:
+    """A data folder as the user named it: ``sample`` = :func:`sample_data_dir`, else the path (``~`` expanded).
+    A folder of that name in the current directory wins over the keyword."""
+    path = Path(str(value)).expanduser()
+    if str(value) == SAMPLE and not path.is_dir():
+        return sample_data_dir()
+    return path

@@ -81,7 +81,11 @@ def add_arguments(p):
     p.add_argument(
         "--seed", type=non_negative_int, default=1234, help="lm-eval random/numpy/torch/fewshot seed and bootstrap seed"
     )
-    p.add_argument("--data-dir", default=None, help="offline data: read DIR/<name>.jsonl (sets --metadata data_dir)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="offline data: read DIR/<name>.jsonl (sets --metadata data_dir); 'sample' = the packaged sample documents",
+    )
     p.add_argument("--metadata", default=None, help="JSON passed to lm-eval as --metadata")
     p.add_argument("--include-path", action="append", default=[], help="extra lm-eval task folder (repeatable)")
     p.add_argument(
@@ -123,6 +127,10 @@ def settings_from_args(args):
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     if not tasks:
         raise AchillesError(f"--tasks is required unless --original and --masked are given, got {args.tasks!r}")
+    from lm_eval_achilles.resources import resolve_data_dir
+
+    if args.data_dir:
+        args.data_dir = str(resolve_data_dir(args.data_dir))
     for flag, folder in [("--data-dir", args.data_dir)] + [("--include-path", f) for f in args.include_path]:
         if folder is not None and not Path(folder).is_dir():
             raise AchillesError(f"{flag} {folder} is not a folder")

@@ -67,6 +67,7 @@ def run(args) -> int:
     from lm_eval_achilles.cli.summary import print_locate_summary
     from lm_eval_achilles.comparison.tables import text_table
     from lm_eval_achilles.paper.demo import DemoConfig, run_demo
+    from lm_eval_achilles.resources import resolve_data_dir
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
     cfg = DemoConfig(
@@ -76,7 +77,7 @@ def run(args) -> int:
         limit=args.limit,
         max_gen_toks=args.max_gen_toks or None,
         batch_size=args.batch_size,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
+        data_dir=resolve_data_dir(args.data_dir) if args.data_dir else None,
         mask=Path(args.mask) if args.mask else None,
         locator=locator_config(args),
         seed=args.seed,

@@ -19,6 +19,7 @@ from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.harness.tasks import NAMES, TASKS, HubSource
+from lm_eval_achilles.resources import resolve_data_dir
 
 DATA_DIR_ENV = "ACHILLES_DATA_DIR"
 
@@ -32,11 +33,12 @@ SOURCES: dict[str, HubSource] = {t.name: t.source for t in TASKS}
 
 
 def data_dir(metadata: Mapping[str, Any] | None = None) -> Path | None:
-    """``metadata["data_dir"]`` (lm-eval ``--metadata``), else ``$ACHILLES_DATA_DIR``, else None (hub)."""
+    """``metadata["data_dir"]`` (lm-eval ``--metadata``), else ``$ACHILLES_DATA_DIR``, else None (hub);
+    ``sample`` names the packaged sample documents."""
     value = (metadata or {}).get("data_dir") or os.environ.get(DATA_DIR_ENV)
     if not value:
         return None
-    path = Path(str(value)).expanduser()
+    path = resolve_data_dir(value)  # "sample" = the packaged sample documents
     if not path.is_dir():
         raise TaskDataError(f"data_dir {str(path)!r} is not a directory (from --metadata data_dir or ${DATA_DIR_ENV})")
     return path
