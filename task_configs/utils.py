@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from lm_eval_achilles.harness import task_data
+from lm_eval_achilles.harness import quiet, task_data
 from lm_eval_achilles.harness.scoring import aggregate, perplexity
 from lm_eval_achilles.harness.tasks import BY_NAME, TASKS
+
+quiet.install()  # lm-eval's per-task `--metadata` hint, which every achilles_* task would print
 
 for _task in TASKS:
     _loader = task_data.load_ppl_dataset if _task.is_perplexity else task_data.load_task_dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,15 +33,31 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def load_from_args(args):
     from lm_eval_achilles.models.loading import load_model
 
-    return load_model(
-        args.model,
-        gguf_file=args.gguf_file,
-        dtype=args.dtype,
-        device=args.device,
-        device_map=args.device_map,
-        trust_remote_code=args.trust_remote_code,
-        revision=getattr(args, "revision", None),
-    )
+    with transformers_bars(not getattr(args, "quiet", False)):
+        return load_model(
+            args.model,
+            gguf_file=args.gguf_file,
+            dtype=args.dtype,
+            device=args.device,
+            device_map=args.device_map,
+            trust_remote_code=args.trust_remote_code,
+            revision=getattr(args, "revision", None),
+        )
+
+
+@contextmanager
+def transformers_bars(enabled: bool):
+    """transformers' own loading bars off for ``--quiet`` (and back as they were afterwards)."""
+    from transformers.utils import logging as tf_logging
+
+    was = tf_logging.is_progress_bar_enabled()
+    if not enabled:
+        tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            tf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------- argument types

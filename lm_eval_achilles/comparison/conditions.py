@@ -5,6 +5,7 @@ look exactly like ``lm_eval --output_path DIR --log_samples`` ones."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,19 @@ def run_condition(
     tracker = EvaluationTracker(output_path=str(out_dir))
     if cache_path is not None:
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-    results = lm_eval.simple_evaluate(
+    with _quiet_git():
+        results = _evaluate(lm_eval, model, model_args, settings, cache_path, tracker, task_manager)
+    if results is None:
+        raise AchillesError("lm-eval returned no results")
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    return out_dir
+
+
+def _evaluate(lm_eval, model, model_args, settings: RunSettings, cache_path, tracker, task_manager):
+    return lm_eval.simple_evaluate(
         model=model,
         model_args=dict(model_args),
         tasks=list(settings.tasks),
@@ -123,13 +136,28 @@ def run_condition(
         fewshot_as_multiturn=settings.fewshot_as_multiturn,
         system_instruction=settings.system_instruction,
     )
-    if results is None:
-        raise AchillesError("lm-eval returned no results")
-    samples = results.pop("samples")
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task_name in results["configs"]:
-        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-    return out_dir
+
+
+@contextmanager
+def _quiet_git():
+    """lm-eval records the git commit of the current directory (``git describe``); outside a repository git
+    prints "fatal: not a git repository" on the console. Within a run started here, git is asked quietly."""
+    import subprocess
+
+    import lm_eval.evaluator as ev
+
+    def quiet_hash():
+        try:
+            out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=True)
+            return out.stdout.strip()
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            return None
+
+    saved, ev.get_git_commit_hash = ev.get_git_commit_hash, quiet_hash
+    try:
+        yield
+    finally:
+        ev.get_git_commit_hash = saved
 
 
 #: The folders of one comparison run inside its output folder (``cache`` holds the response caches).

@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
 from lm_eval_achilles.plotting import pyplot, save_figure
 
 
@@ -30,7 +32,7 @@ def ppl_curves(
         ys = [p[1] if math.isfinite(p[1]) else float("nan") for p in pts]
         ax.plot(xs, ys, marker="o", markersize=3, label=label)
     if threshold_ppl is not None:
-        ax.axhline(threshold_ppl, color="gray", linestyle=":", label="threshold (epsilon)")
+        ax.axhline(threshold_ppl, color="gray", linestyle=":", label=f"threshold ε: perplexity {threshold_ppl:.3g}")
     if critical_n is not None:
         ax.axvline(critical_n, color="red", linestyle="--", label=f"critical set = {critical_n}")
     ax.set_yscale("log")
@@ -40,11 +42,28 @@ def ppl_curves(
             ax.set_xlim(left=0)  # symlog would otherwise show an empty negative half
     ax.set_xlabel(xlabel)
     ax.set_ylabel("perplexity (log scale)")
+    if not xlog:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
-        ax.set_title(title)
+        ax.set_title(_wrap(title), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
+    # below the axes: a legend inside would cover the curve where it rises (Gemma's does)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     return save_figure(fig, out)
+
+
+def _wrap(title: str, width: int = 62) -> str:
+    """A long title (a model's full display name) on two lines instead of cut off at the figure edge."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) if len(title) > width else title
+
+
+def token_label(token: str) -> str:
+    """A token as it is, spaces made visible (" Paris" -> "␣Paris"), control characters escaped ("\\n"),
+    so two tokens that differ only in a leading space never look alike and none is blank."""
+    shown = repr(token)[1:-1].replace(" ", "␣")
+    return shown or "(empty)"
 
 
 def layer_module_bars(
@@ -76,6 +95,7 @@ def layer_module_bars(
         ax.bar(layers, heights, bottom=bottom, color=color, label=kind, width=0.8)
         bottom = [b + h for b, h in zip(bottom, heights)]
     ax.set_xlim(-0.7, len(layers) - 0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel("critical neurons")
     top = max(bottom, default=0)
@@ -107,22 +127,24 @@ def answer_token_curve(
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.8), gridspec_kw={"width_ratios": [1.5, 1, 1]})
     ax = axes[0]
     ns = [s["n"] for s in steps]
-    ax.plot(ns, [max(s["prob"], 1e-30) for s in steps], marker="o", color="#1f77b4", label=f"P({answer!r})")
+    ax.plot(ns, [max(s["prob"], 1e-30) for s in steps], marker="o", color="#1f77b4", label=f"P({token_label(answer)})")
     ax.set_yscale("log")
     ax.set_xlabel("number of masked neurons")
     ax.set_ylabel("probability (log)", color="#1f77b4")
     ax2 = ax.twinx()
     ax2.plot(ns, [s["rank"] for s in steps], marker="s", color="#d62728", label="rank")
     ax2.set_yscale("log")
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # ranks are integers: 1, 10, 100
+    ax2.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v in (2, 3, 5, 20, 50) else ""))
     ax2.invert_yaxis()
     ax2.set_ylabel("rank (1 = top, log)", color="#d62728")
     if critical_n is not None:
         ax.axvline(critical_n, color="gray", linestyle="--", label=f"critical set = {critical_n}")
-    ax.set_xticks(ns)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))  # not one tick per step: they ran together
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
-    ax.set_title(title or f"answer token {answer!r}", fontsize=10)
+    ax.set_title(_wrap(title or f"answer token {token_label(answer)}", 55), fontsize=9)
     chosen = [steps[0]]
     if critical_n is not None:
         chosen += [s for s in steps if s["n"] == critical_n][:1]
@@ -130,9 +152,9 @@ def answer_token_curve(
         chosen.append(steps[-1])
     for axis, step in zip(axes[1:], chosen):
         top = list(step["top"])[:top_k]
-        labels = [repr(t)[1:-1] or "''" for t, _ in top][::-1]
+        labels = [token_label(t) for t, _ in top][::-1]
         probs = [p for _, p in top][::-1]
-        colors = ["#2ca02c" if t.strip() == answer.strip() else "#7f7f7f" for t, _ in top][::-1]
+        colors = ["#2ca02c" if t == answer else "#7f7f7f" for t, _ in top][::-1]
         axis.barh(range(len(top)), probs, color=colors)
         axis.set_yticks(range(len(top)))
         axis.set_yticklabels(labels, fontsize=8)

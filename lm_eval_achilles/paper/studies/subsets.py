@@ -107,10 +107,10 @@ def run(ctx: StudyContext) -> StudyResult:
     proper = [r for r in collapsing if len(r["subset"]) < len(neurons)]
     plot = "subsets.png"
     bars(
-        [str(r["subset"]) for r in data],
+        [subset_label(r["subset"], len(neurons)) for r in data],
         [r["probe_ppl"] for r in data],
         ctx.out / "subsets" / plot,
-        title="PPL on the probe for every subset",
+        title="PPL on the probe for every subset (#i = the i-th neuron of the set, listed in the README)",
         hline=ppl(base_probe) * 10**ctx.config.epsilon,
         hline_label=f"threshold (Δ = {ctx.config.epsilon})",
     )
@@ -166,3 +166,16 @@ def run(ctx: StudyContext) -> StudyResult:
         ],
         plot=plot,
     )
+
+
+def subset_label(subset, n: int) -> str:
+    """A short axis label: "all 14", "all but #3", "#5 alone", or the members for other sizes."""
+    members = list(subset)
+    if len(members) == n:
+        return f"all {n}"
+    if len(members) == n - 1:
+        (missing,) = set(range(n)) - set(members)
+        return f"all but #{missing}"
+    if len(members) == 1:
+        return f"#{members[0]} alone"
+    return "#" + ",".join(str(i) for i in members)
