@@ -251,6 +251,8 @@ def run(args) -> int:
         check_output(out, results=[*RESULT_FOLDERS, "comparison.json"], overwrite=args.overwrite)
         mask_path = args.mask
         if mask_path is not None:
+            model_from_mask(args)
+            model_args = base_model_args(args)
             check_mask_before_running(args)
         else:
             cfg = locator_config(args)
@@ -286,6 +288,20 @@ def judge_of_run(folder, device=None):
 
         model_args = simple_parse_args_string(model_args)
     return fluency_judge(model_args, device)
+
+
+def model_from_mask(args) -> None:
+    """No --model with --mask: evaluate the model the mask was located on (its name in the file), as
+    ``achilles report`` does, instead of the default model and a fingerprint refusal."""
+    from pathlib import Path
+
+    from lm_eval_achilles.mask.mask_file import load_mask
+
+    if args.model is None and Path(args.mask).is_file():
+        name = load_mask(args.mask).model.name_or_path
+        if name != "embedded":
+            print(f"[achilles] --model not given: using the mask's model {name}")
+            args.model = name
 
 
 def check_mask_before_running(args) -> None:
