@@ -34,7 +34,13 @@ def run(args) -> int:
     import sys
 
     from lm_eval_achilles.cli.common import check_modules_before_loading, locator_config
-    from lm_eval_achilles.comparison.track import check_checkpoints, read_checkpoint_list, run_track, write_track
+    from lm_eval_achilles.comparison.track import (
+        check_checkpoints,
+        read_checkpoint_list,
+        run_track,
+        track_table,
+        write_track,
+    )
     from lm_eval_achilles.errors import AchillesError
     from lm_eval_achilles.models.loading import load_model
     from lm_eval_achilles.validate import check_output
@@ -45,6 +51,8 @@ def run(args) -> int:
     cfg = locator_config(args)
     check_checkpoints(entries)  # every entry before any work
     check_output(args.out, results=["track.json"], overwrite=args.overwrite)
+    # --modules against the first checkpoint's skeleton, before any work (the others share its architecture
+    # or fail at their own locate)
     args.model, args.gguf_file, args.revision = entries[0], None, None
     check_modules_before_loading(args, cfg.modules)
 
@@ -54,8 +62,6 @@ def run(args) -> int:
     track = run_track(entries, args.out, cfg, load)
     command = "achilles " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["track"] else ""
     paths = write_track(track, args.out, command=command)
-    from lm_eval_achilles.comparison.track import track_table
-
     print(track_table(track))
     for key, path in paths.items():
         print(f"{key:<6} {path}")

@@ -143,7 +143,7 @@ def answer_token_curve(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))  # not one tick per step: they ran together
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower left")
     ax.set_title(_wrap(title or f"answer token {token_label(answer)}", 55), fontsize=9)
     chosen = [steps[0]]
     if critical_n is not None:
