@@ -17,6 +17,8 @@ STAGE1_BATCH_SIZE = 25
 SEARCH_BATCH_SIZE = 8
 #: Perplexity texts are truncated to this many tokens (docs/protocols.md).
 MAX_PPL_TOKENS = 512
+#: The probe text is truncated to this many tokens (stage 1's memory grows with it; docs/method.md).
+MAX_PROBE_TOKENS = 512
 #: How many ranked neurons a mask file keeps (the authors keep the top 10 000).
 RANKING_SIZE = 10_000
 #: Below this many tokens the paper found the critical set unstable (T_min, appendix A.7).

@@ -94,6 +94,15 @@ def _batch(text):
 lm_eval_batch_size = _argtype(_batch, "batch size")
 
 
+def _bytes(text):
+    from lm_eval_achilles.validate import as_bytes
+
+    return as_bytes(text, "value")
+
+
+memory_size = _argtype(_bytes, "memory size")
+
+
 # --------------------------------------------------------------------------- the locator's settings
 
 
@@ -137,6 +146,12 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
     )
     add("modules", help="restrict candidate modules: globs (e.g. '*down_proj') or re:REGEX")
     add("batch-size", type=positive_int, help=f"noisy samples per forward in stage 1 (default {d.STAGE1_BATCH_SIZE})")
+    add(
+        "max-memory",
+        type=memory_size,
+        help="stage-1 memory budget beyond the model, e.g. 8GB or 512MiB: over it, stage 1 runs over groups "
+        "of modules (same ranking, one pass of the noisy forwards per group; default: no limit)",
+    )
     add("ranking-size", type=positive_int, help=f"ranked entries kept in the mask file (default {d.RANKING_SIZE})")
     add("epsilon", type=positive_float, help=f"threshold in orders of magnitude of PPL (default {d.EPSILON:g})")
     add("step", type=positive_int, help=f"stage-2 step size (default {d.STEP})")

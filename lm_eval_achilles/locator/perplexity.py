@@ -20,8 +20,10 @@ def encode(tokenizer, text: str, max_tokens: int | None = MAX_PPL_TOKENS, what: 
     """Token ids [1, T] with special tokens as the tokenizer adds them, truncated to ``max_tokens``."""
     if not isinstance(text, str) or not text.strip():
         raise AchillesError(f"the {what} is empty")
-    kwargs = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
-    ids = tokenizer(text, return_tensors="pt", **kwargs).input_ids
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    if max_tokens and ids.shape[1] > max_tokens:
+        warnings.warn(f"the {what} has {ids.shape[1]} tokens; only the first {max_tokens} are used", stacklevel=2)
+        ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens).input_ids
     if ids.shape[1] < 2:
         raise AchillesError(f"the {what} has {ids.shape[1]} token(s); at least 2 are needed")
     if ids.shape[1] < MIN_PROBE_TOKENS:

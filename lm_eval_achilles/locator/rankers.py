@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.perturbation import perturbation_scores
+from lm_eval_achilles.locator.perturbation import perturbation_ranking
 from lm_eval_achilles.locator.ranking import rank_scores
 from lm_eval_achilles.mask.hooks import Recorder, first_tensor, hooked, output_sizes, replace_first
 from lm_eval_achilles.mask.mask_file import RankedNeuron
@@ -53,17 +53,19 @@ def perturbation_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig
     runs through :func:`~lm_eval_achilles.locator.locate.rank_and_search`)."""
     if cfg.samples == "auto":
         raise AchillesError("samples=auto runs through locate() (it looks at the stage-2 result); give a number here")
-    scores = perturbation_scores(
+    return perturbation_ranking(
         model,
         input_ids,
         modules,
+        cfg.ranking_size,
+        cfg.granularity,
         alpha=cfg.alpha,
         samples=cfg.samples,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        max_memory=cfg.max_memory,
         progress=cfg.progress,
     )
-    return rank_scores(scores, cfg.ranking_size, cfg.granularity)
 
 
 # --------------------------------------------------------------------------------------------------
