@@ -170,7 +170,11 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
             help="after the paper's prefix, search a smaller verified-minimal set that still crosses epsilon "
             "(stored as 'minimal' beside 'critical'; docs/method.md)",
         )
-        add("max-evals", type=positive_int, help="--minimize budget: at most this many candidate sets (default: none)")
+        add(
+            "max-evals",
+            type=positive_int,
+            help=f"--minimize budget: at most this many candidate sets (default {d.MAX_EVALS})",
+        )
     p.set_defaults(_locator_dests=dests)
 
 

@@ -15,7 +15,7 @@ Three groups of settings (docs/method.md gives the meaning of each):
   budget in bytes: over it, stage 1 runs over groups of modules, with the same ranking);
 - stage 2, the search: ``test_text``, ``epsilon``, ``step``, ``max_steps``, ``scale`` (beta),
   ``search_batch_size`` (masked sets per batched forward);
-- ``minimize`` and its budget ``max_evals``.
+- ``minimize`` and its budget ``max_evals`` (candidate sets; default ``defaults.MAX_EVALS``, None: no limit).
 
 ``progress`` (progress bars) and ``max_memory`` are not settings of the result (the ranking is the same
 under any budget): they are neither compared nor recorded.
@@ -67,7 +67,7 @@ class LocatorConfig:
     search_batch_size: int = defaults.SEARCH_BATCH_SIZE
     # ---- after stage 2
     minimize: bool = False
-    max_evals: int | None = None
+    max_evals: int | None = defaults.MAX_EVALS  # None: no limit
     # ---- shown, not recorded
     progress: bool = field(default=True, compare=False)
 
@@ -105,8 +105,8 @@ class LocatorConfig:
         set_("minimize", as_bool(self.minimize, "minimize"))
         if self.max_evals is not None:
             set_("max_evals", as_int(self.max_evals, "max_evals", minimum=1))
-            if not self.minimize:
-                raise AchillesError(f"max_evals={self.max_evals} needs minimize")
+        if self.max_evals != defaults.MAX_EVALS and not self.minimize:
+            raise AchillesError(f"max_evals={self.max_evals} needs minimize")
 
     # ---- building ---------------------------------------------------------------------------------
     @classmethod

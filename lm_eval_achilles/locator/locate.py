@@ -44,7 +44,7 @@ def locate(loaded: LoadedModel, config: LocatorConfig | None = None, **settings)
     result = located.result
     minimal = None
     if cfg.minimize and result.size > 0:
-        minimal = minimal_set(model, test_ids[:, :MAX_PPL_TOKENS], result, located.ranking, cfg)
+        minimal = minimal_set(model, test_ids[:, :MAX_PPL_TOKENS], result, located.ranking, cfg, located.memo)
     locator = {
         **cfg.to_record(),
         "dtype": dtype_name(next(model.parameters()).dtype),
@@ -69,6 +69,8 @@ class Located:
     ranking: list[RankedNeuron]
     result: SearchResult
     info: dict[str, Any] = field(default_factory=dict)
+    #: every masked set stage 2 evaluated on the test text (frozenset of neurons -> mean NLL)
+    memo: dict = field(default_factory=dict, repr=False)
 
 
 def rank_and_search(model, tokenizer, probe_ids, test_ids, names, cfg: LocatorConfig) -> Located:
@@ -77,7 +79,8 @@ def rank_and_search(model, tokenizer, probe_ids, test_ids, names, cfg: LocatorCo
         return adaptive_locate(model, probe_ids, test_ids, names, cfg)
     ranking = get_ranker(cfg.method)(model, tokenizer, probe_ids, names, cfg)
     info = {"samples_used": cfg.samples} if cfg.method == "perturbation" else {}
-    return Located(ranking, search_ranking(model, test_ids, ranking, cfg), info)
+    memo: dict = {}
+    return Located(ranking, search_ranking(model, test_ids, ranking, cfg, memo), info, memo)
 
 
 def from_result(cls, result, **values):
@@ -112,12 +115,13 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
         )
     state = p.Perturbation(model, probe_ids, names, cfg.alpha, cfg.seed, cfg.batch_size, cap=p.AUTO_CAP)
     history: list = []
+    memo: dict = {}  # the stage-2 runs share their evaluated sets (a later ranking's prefixes often repeat)
     top, stage2_runs = p.AUTO_TOP, 0
     with tqdm(total=p.AUTO_CAP, desc="stage 1: noisy samples (auto)", disable=not cfg.progress, unit="sample") as bar:
         while True:
             stable = state.add_until_stable(history, top, cfg.granularity, bar)
             ranking = state.ranking(cfg.ranking_size, cfg.granularity)
-            result = search_ranking(model, test_ids, ranking, cfg)
+            result = search_ranking(model, test_ids, ranking, cfg, memo)
             stage2_runs += 1
             need = max(p.AUTO_TOP, p.AUTO_MARGIN * result.size) if result.size else p.AUTO_KEEP + 1
             if state.samples >= state.cap or need <= top:
@@ -138,10 +142,11 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
                 "stage2_runs": stage2_runs,
             },
         },
+        memo,
     )
 
 
-def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConfig) -> Minimal:
+def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConfig, memo=None) -> Minimal:
     """Run :func:`~lm_eval_achilles.locator.minimize.minimize` from the critical prefix of ``result``;
     at step 1 and channel granularity the stage-2 curve orders its first step and seeds its memo."""
     curve = cfg.step == 1 and cfg.granularity == "channel"
@@ -160,5 +165,6 @@ def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConf
         batch_size=cfg.search_batch_size,
         max_evals=cfg.max_evals,
         progress=cfg.progress,
+        memo=memo,
     )
     return from_result(Minimal, res)

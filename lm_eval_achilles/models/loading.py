@@ -24,7 +24,10 @@ class LoadedModel:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (models.forward.input_device)."""
+        from lm_eval_achilles.models.forward import input_device
+
+        return input_device(self.model)
 
 
 def default_device() -> str:
@@ -68,8 +71,9 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    if device_map:
-        kwargs["device_map"] = device_map
+    # without a device map, the device itself is the map: weights load straight onto it (the host never
+    # holds the whole model first, as loading on the CPU and then moving it would)
+    kwargs["device_map"] = device_map or str(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             path, trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})
@@ -78,8 +82,6 @@ def load_model(
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AchillesError(f"cannot load model {name_or_path!r}: {first}") from exc
-    if not device_map:
-        model.to(device)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
