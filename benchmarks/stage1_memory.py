@@ -88,7 +88,8 @@ def llama_shape(name: str, batch: int, tokens: list[int]) -> None:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from lm_eval_achilles.locator.candidates import candidate_modules
-    from lm_eval_achilles.locator.perturbation import Stage1Memory, stage1_memory
+    from lm_eval_achilles.locator.perturbation import Stage1Memory
+    from lm_eval_achilles.mask.masking import declared_output_size
 
     shapes = {
         "Llama-3-8B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32),
@@ -98,7 +99,11 @@ def llama_shape(name: str, batch: int, tokens: list[int]) -> None:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
     modules = candidate_modules(model)
-    base = stage1_memory(model, torch.zeros(1, 2, dtype=torch.long, device="meta"), modules, batch)
+    # widths as the modules declare them (a forward pass on the meta device is not possible); the
+    # activation function's output is the MLP's intermediate width
+    table = dict(model.named_modules())
+    widths = {m: declared_output_size(table[m]) or cfg.intermediate_size for m in modules}
+    base = Stage1Memory(0, widths, 2, batch, cfg.hidden_size)
     print(
         f"\n{name} (bfloat16, {len(modules)} candidate modules, {sum(base.widths.values())} channels, batch {batch}):"
     )
@@ -122,11 +127,13 @@ def main() -> None:
     args = ap.parse_args()
     from lm_eval_achilles.defaults import PROBE_TEXT
     from lm_eval_achilles.locator.perplexity import encode
-    from lm_eval_achilles.models.loading import load_model
-
     for name in [m for m in args.models.split(",") if m]:
         measure(name, args.batch_size, args.samples)
-    probe = int(encode(load_model(None, dtype="float32", device="cpu").tokenizer, PROBE_TEXT).shape[1])
+    from transformers import AutoTokenizer
+
+    from lm_eval_achilles.models.loading import resolve_pretrained
+
+    probe = int(encode(AutoTokenizer.from_pretrained(resolve_pretrained(None)), PROBE_TEXT).shape[1])
     for name in ("Llama-3-8B", "Llama-3-70B"):
         llama_shape(name, args.batch_size, [probe, 512])
 
