@@ -127,6 +127,7 @@ def main() -> None:
     args = ap.parse_args()
     from lm_eval_achilles.defaults import PROBE_TEXT
     from lm_eval_achilles.locator.perplexity import encode
+
     for name in [m for m in args.models.split(",") if m]:
         measure(name, args.batch_size, args.samples)
     from transformers import AutoTokenizer

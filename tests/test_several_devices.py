@@ -107,3 +107,19 @@ def test_compare_passes_the_device_map_to_both_conditions():
         assert cond["parallelize"] is True and cond["device_map"] == "auto"
     plain = base_model_args(build_parser().parse_args(["compare", "--tasks", "t", "--out", "o"]))
     assert "parallelize" not in plain and "device_map" not in plain
+
+
+def test_lm_eval_model_loads_with_the_compare_device_map(embedded):
+    """The model arguments compare builds are accepted by lm-eval's HFLM and place the model by the map."""
+    import torch
+
+    from lm_eval_achilles.cli import build_parser
+    from lm_eval_achilles.cli.compare import base_model_args
+    from lm_eval_achilles.comparison.conditions import model_args_for
+    from lm_eval_achilles.harness.lm_model import AchillesMaskedLM
+
+    argv = ["compare", "--tasks", "t", "--out", "o", "--device", "cpu", "--device-map", "cpu"]
+    args = model_args_for(base_model_args(build_parser().parse_args(argv)), None, masked=False)
+    lm = AchillesMaskedLM(device="cpu", **args)
+    assert {p.device for p in lm.model.parameters()} == {torch.device("cpu")}
+    assert lm.achilles_neurons == []  # the original condition: nothing masked

@@ -164,7 +164,7 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     with hooked(model, {name: make(name) for name in modules}), torch.enable_grad():
         logits = forward(model, input_ids=ids).logits[:, :-1]
         logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-        loss = -logp.gather(-1, ids[:, 1:, None]).mean()
+        loss = -logp.gather(-1, ids[:, 1:, None].to(logp.device)).mean()
         names = [n for n in modules if n in probes]
         grads = torch.autograd.grad(loss, [probes[n] for n in names], allow_unused=True)
     out = {}
