@@ -15,8 +15,12 @@ SEED = 42
 STAGE1_BATCH_SIZE = 25
 #: Masked sets per batched forward in stage 2 and --minimize.
 SEARCH_BATCH_SIZE = 8
+#: --minimize evaluates at most this many candidate sets unless --max-evals says otherwise (docs/method.md).
+MAX_EVALS = 1000
 #: Perplexity texts are truncated to this many tokens (docs/protocols.md).
 MAX_PPL_TOKENS = 512
+#: The probe text is truncated to this many tokens (stage 1's memory grows with it; docs/method.md).
+MAX_PROBE_TOKENS = 512
 #: How many ranked neurons a mask file keeps (the authors keep the top 10 000).
 RANKING_SIZE = 10_000
 #: Below this many tokens the paper found the critical set unstable (T_min, appendix A.7).

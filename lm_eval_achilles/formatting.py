@@ -57,3 +57,13 @@ def code_cell(text: Any, limit: int = 160) -> str:
 def dtype_name(dtype: Any) -> str:
     """``torch.float32`` -> ``"float32"``; strings pass through."""
     return str(dtype).replace("torch.", "")
+
+
+def human_bytes(n: float | None) -> str:
+    """``1.5 GB``, ``320 MB``, ``12 kB`` (decimal units, as memory budgets are usually written)."""
+    if n is None:
+        return "none"
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"

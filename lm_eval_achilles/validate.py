@@ -94,6 +94,34 @@ def as_batch_size(value: Any, name: str) -> int | str:
         raise AchillesError(f"{name} must be an integer >= 1, auto or auto:N, got {value!r}") from None
 
 
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_BYTE_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def as_bytes(value: Any, name: str) -> int:
+    """A memory size in bytes: ``8GB``, ``512MiB``, ``1.5e9``, ``4000000`` (decimal kB/MB/GB/TB,
+    binary KiB/MiB/GiB/TiB), at least 1 byte.
+
+    >>> as_bytes("1.5GB", "max_memory"), as_bytes("2 MiB", "max_memory")
+    (1500000000, 2097152)
+    """
+    if isinstance(value, bool):
+        raise AchillesError(f"{name} must be a memory size such as 8GB or 512MiB, got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        number, unit = digits, text[len(digits) :]
+        try:
+            number = float(number)
+        except ValueError:
+            number = math.nan
+    if unit not in _BYTE_UNITS or not math.isfinite(number) or number * _BYTE_UNITS[unit] < 1:
+        raise AchillesError(f"{name} must be a memory size such as 8GB or 512MiB, got {value!r}")
+    return int(number * _BYTE_UNITS[unit])
+
+
 def check_output(path, kind: str = "folder", results=(), overwrite: bool = False, flag: str = "--out"):
     """Refuse an output path that cannot be written, *before* any long work, and without writing
     anything: ``kind`` "file" must not be a folder, "folder" must not be a file, and the nearest existing

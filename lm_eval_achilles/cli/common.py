@@ -117,6 +117,15 @@ def _batch(text):
 lm_eval_batch_size = _argtype(_batch, "batch size")
 
 
+def _bytes(text):
+    from lm_eval_achilles.validate import as_bytes
+
+    return as_bytes(text, "value")
+
+
+memory_size = _argtype(_bytes, "memory size")
+
+
 # --------------------------------------------------------------------------- the locator's settings
 
 
@@ -160,6 +169,12 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
     )
     add("modules", help="restrict candidate modules: globs (e.g. '*down_proj') or re:REGEX")
     add("batch-size", type=positive_int, help=f"noisy samples per forward in stage 1 (default {d.STAGE1_BATCH_SIZE})")
+    add(
+        "max-memory",
+        type=memory_size,
+        help="stage-1 memory budget beyond the model, e.g. 8GB or 512MiB: over it, stage 1 runs over groups "
+        "of modules (same ranking, one pass of the noisy forwards per group; default: no limit)",
+    )
     add("ranking-size", type=positive_int, help=f"ranked entries kept in the mask file (default {d.RANKING_SIZE})")
     add("epsilon", type=positive_float, help=f"threshold in orders of magnitude of PPL (default {d.EPSILON:g})")
     add("step", type=positive_int, help=f"stage-2 step size (default {d.STEP})")
@@ -178,7 +193,11 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
             help="after the paper's prefix, search a smaller verified-minimal set that still crosses epsilon "
             "(stored as 'minimal' beside 'critical'; docs/method.md)",
         )
-        add("max-evals", type=positive_int, help="--minimize budget: at most this many candidate sets (default: none)")
+        add(
+            "max-evals",
+            type=positive_int,
+            help=f"--minimize budget: at most this many candidate sets (default {d.MAX_EVALS})",
+        )
     p.set_defaults(_locator_dests=dests)
 
 

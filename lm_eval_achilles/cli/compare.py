@@ -188,6 +188,10 @@ def base_model_args(args) -> dict:
         base["trust_remote_code"] = True
     if revision:
         base["revision"] = revision
+    if args.device_map:
+        # lm-eval places a model by a device map only with parallelize=True (HFLM drops it otherwise)
+        base["parallelize"] = True
+        base["device_map"] = args.device_map
     if getattr(args, "allow_fingerprint_mismatch", False):
         base["allow_fingerprint_mismatch"] = True
     for key in ("scale", "apply"):

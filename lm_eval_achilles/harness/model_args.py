@@ -211,17 +211,27 @@ def locate_cache_path(loaded, config) -> Path:
 
 def locate_cached(loaded, config) -> tuple[MaskFile, str]:
     """Run the locator once per model (name, architecture, weights, dtype) and settings; later calls
-    read the cached mask and say which model produced it."""
+    read the cached mask and say which model produced it. Under ``accelerate launch`` only rank 0
+    locates; the other ranks wait for its entry (:mod:`~lm_eval_achilles.harness.distributed`)."""
+    from lm_eval_achilles.harness import distributed
     from lm_eval_achilles.locator.locate import locate
     from lm_eval_achilles.mask.mask_file import save_mask
 
     path = locate_cache_path(loaded, config)
+    if not path.is_file() and distributed.is_waiting_rank():
+        distributed.wait_for(path)
     if path.is_file():
         mask = load_mask(path)
         made_by = f"{mask.model.name_or_path}, weights {mask.model.weights_digest or 'unknown'}"
         print(f"[achilles] using cached locator result {path} (located on {made_by})")
         return mask, str(path)
     print(f"[achilles] locating critical neurons (cached afterwards in {path})")
-    mask = locate(loaded, config)
-    save_mask(mask, path)
+    distributed.failed_note(path).unlink(missing_ok=True)
+    try:
+        mask = locate(loaded, config)
+        save_mask(mask, path)
+    except BaseException as exc:
+        if distributed.rank_and_size()[1] > 1:
+            distributed.note_failure(path, exc)
+        raise
     return mask, str(path)

@@ -11,12 +11,14 @@ Three groups of settings (docs/method.md gives the meaning of each):
 
 - stage 1, the ranker: ``method``, ``text`` (the probe), ``alpha``, ``samples`` (K or ``"auto"``),
   ``seed``, ``granularity``, ``batch_size`` (noisy samples per forward), ``ranking_size`` (entries kept),
-  ``modules`` (candidate filter), ``prompts`` (keystone ranker);
+  ``modules`` (candidate filter), ``prompts`` (keystone ranker), ``max_memory`` (stage 1's memory
+  budget in bytes: over it, stage 1 runs over groups of modules, with the same ranking);
 - stage 2, the search: ``test_text``, ``epsilon``, ``step``, ``max_steps``, ``scale`` (beta),
   ``search_batch_size`` (masked sets per batched forward);
-- ``minimize`` and its budget ``max_evals``.
+- ``minimize`` and its budget ``max_evals`` (candidate sets; default ``defaults.MAX_EVALS``, None: no limit).
 
-``progress`` (progress bars) is not a setting of the result: it is neither compared nor recorded.
+``progress`` (progress bars) and ``max_memory`` are not settings of the result (the ranking is the same
+under any budget): they are neither compared nor recorded.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from lm_eval_achilles import defaults
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.rankers import RANKERS
 from lm_eval_achilles.locator.ranking import GRANULARITIES
-from lm_eval_achilles.validate import as_bool, as_float, as_int, as_text
+from lm_eval_achilles.validate import as_bool, as_bytes, as_float, as_int, as_text
 
-#: Fields that describe how a run is shown, not what it computes.
-RUNTIME_FIELDS = ("progress",)
+#: Fields that describe how a run is shown or fitted into memory, not what it computes: not recorded.
+RUNTIME_FIELDS = ("progress", "max_memory")
+#: Fields no model-argument string carries (a mapping; how the run is shown).
+NOT_MODEL_ARGS = ("prompts", "progress")
 #: How an error names a field, where it is not the field's own name.
 LABELS = {"text": "probe text", "test_text": "test text", "ranking_size": "ranking size k"}
 
@@ -52,6 +56,8 @@ class LocatorConfig:
     modules: str | None = None
     #: keystone ranker only: capability type -> prompt texts (None = the built-in KEYSTONE_PROMPTS)
     prompts: Mapping[str, Sequence[str]] | None = field(default=None, hash=False)  # a dict: compared, not hashed
+    #: stage-1 memory budget in bytes (None: no limit); over it, stage 1 runs over groups of modules
+    max_memory: int | None = field(default=None, compare=False)
     # ---- stage 2: the search
     test_text: str | None = None
     epsilon: float = defaults.EPSILON
@@ -61,7 +67,7 @@ class LocatorConfig:
     search_batch_size: int = defaults.SEARCH_BATCH_SIZE
     # ---- after stage 2
     minimize: bool = False
-    max_evals: int | None = None
+    max_evals: int | None = defaults.MAX_EVALS  # None: no limit
     # ---- shown, not recorded
     progress: bool = field(default=True, compare=False)
 
@@ -89,6 +95,8 @@ class LocatorConfig:
             set_("modules", as_text(self.modules, "modules"))
         if self.prompts is not None:
             set_("prompts", _prompts(self.prompts))
+        if self.max_memory is not None:
+            set_("max_memory", as_bytes(self.max_memory, "max_memory"))
         set_("epsilon", as_float(self.epsilon, "epsilon", positive=True))  # nan would never be crossed
         set_("step", as_int(self.step, "step", minimum=1))
         set_("max_steps", as_int(self.max_steps, "max_steps", minimum=1))
@@ -97,8 +105,8 @@ class LocatorConfig:
         set_("minimize", as_bool(self.minimize, "minimize"))
         if self.max_evals is not None:
             set_("max_evals", as_int(self.max_evals, "max_evals", minimum=1))
-            if not self.minimize:
-                raise AchillesError(f"max_evals={self.max_evals} needs minimize")
+        if self.max_evals != defaults.MAX_EVALS and not self.minimize:
+            raise AchillesError(f"max_evals={self.max_evals} needs minimize")
 
     # ---- building ---------------------------------------------------------------------------------
     @classmethod
@@ -122,7 +130,7 @@ class LocatorConfig:
     def model_arg_names(cls) -> tuple[str, ...]:
         """``locate_<field>`` for every setting a model-argument string can carry (not ``prompts``, a
         mapping, nor ``progress``)."""
-        return tuple(f"locate_{n}" for n in cls.names() if n not in ("prompts", *RUNTIME_FIELDS))
+        return tuple(f"locate_{n}" for n in cls.names() if n not in NOT_MODEL_ARGS)
 
     @classmethod
     def from_model_args(cls, args: Mapping[str, Any], **settings) -> LocatorConfig:

@@ -13,15 +13,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from lm_eval_achilles.defaults import MAX_PPL_TOKENS
-from lm_eval_achilles.formatting import dtype_name
+from lm_eval_achilles.defaults import MAX_PPL_TOKENS, MAX_PROBE_TOKENS
+from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.formatting import dtype_name, human_bytes
 from lm_eval_achilles.locator import perturbation as p
 from lm_eval_achilles.locator.candidates import candidate_modules
 from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.locator.minimize import minimize as minimize_set
 from lm_eval_achilles.locator.perplexity import encode
 from lm_eval_achilles.locator.rankers import get_ranker
-from lm_eval_achilles.locator.ranking import rank_scores
 from lm_eval_achilles.locator.search import SearchResult, search_ranking
 from lm_eval_achilles.mask.mask_file import Critical, MaskFile, Minimal, ModelInfo, RankedNeuron
 from lm_eval_achilles.models.loading import LoadedModel, fingerprint, weights_digest
@@ -38,13 +38,13 @@ def locate(loaded: LoadedModel, config: LocatorConfig | None = None, **settings)
     cfg = LocatorConfig.build(config, **settings)
     model, tok = loaded.model, loaded.tokenizer
     names = candidate_modules(model, cfg.modules)
-    probe_ids = encode(tok, cfg.text, max_tokens=None, what="probe text")
+    probe_ids = encode(tok, cfg.text, max_tokens=MAX_PROBE_TOKENS, what="probe text")
     test_ids = probe_ids if cfg.test_text is None else encode(tok, cfg.test_text, MAX_PPL_TOKENS, what="test text")
     located = rank_and_search(model, tok, probe_ids, test_ids[:, :MAX_PPL_TOKENS], names, cfg)
     result = located.result
     minimal = None
     if cfg.minimize and result.size > 0:
-        minimal = minimal_set(model, test_ids[:, :MAX_PPL_TOKENS], result, located.ranking, cfg)
+        minimal = minimal_set(model, test_ids[:, :MAX_PPL_TOKENS], result, located.ranking, cfg, located.memo)
     locator = {
         **cfg.to_record(),
         "dtype": dtype_name(next(model.parameters()).dtype),
@@ -69,6 +69,8 @@ class Located:
     ranking: list[RankedNeuron]
     result: SearchResult
     info: dict[str, Any] = field(default_factory=dict)
+    #: every masked set stage 2 evaluated on the test text (frozenset of neurons -> mean NLL)
+    memo: dict = field(default_factory=dict, repr=False)
 
 
 def rank_and_search(model, tokenizer, probe_ids, test_ids, names, cfg: LocatorConfig) -> Located:
@@ -77,7 +79,8 @@ def rank_and_search(model, tokenizer, probe_ids, test_ids, names, cfg: LocatorCo
         return adaptive_locate(model, probe_ids, test_ids, names, cfg)
     ranking = get_ranker(cfg.method)(model, tokenizer, probe_ids, names, cfg)
     info = {"samples_used": cfg.samples} if cfg.method == "perturbation" else {}
-    return Located(ranking, search_ranking(model, test_ids, ranking, cfg), info)
+    memo: dict = {}
+    return Located(ranking, search_ranking(model, test_ids, ranking, cfg, memo), info, memo)
 
 
 def from_result(cls, result, **values):
@@ -103,14 +106,22 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
     The cap is AUTO_CAP samples; the draws are those of a fixed-K run with the same seed and batch size,
     so at the cap the result is the fixed K = AUTO_CAP result. Returns the ranking, the search result and
     the locator fields to record (``samples_used`` ...)."""
+    mem, groups = p.plan(model, probe_ids, names, cfg.batch_size, cfg.max_memory, cfg.progress)
+    if len(groups) > 1:
+        raise AchillesError(
+            f"samples=auto ranks all modules after every few samples, so stage 1 cannot run in groups: it "
+            f"needs {human_bytes(mem.total())}, over max_memory {human_bytes(cfg.max_memory)}; "
+            "give a fixed --samples (grouped), or raise --max-memory"
+        )
     state = p.Perturbation(model, probe_ids, names, cfg.alpha, cfg.seed, cfg.batch_size, cap=p.AUTO_CAP)
     history: list = []
+    memo: dict = {}  # the stage-2 runs share their evaluated sets (a later ranking's prefixes often repeat)
     top, stage2_runs = p.AUTO_TOP, 0
     with tqdm(total=p.AUTO_CAP, desc="stage 1: noisy samples (auto)", disable=not cfg.progress, unit="sample") as bar:
         while True:
             stable = state.add_until_stable(history, top, cfg.granularity, bar)
-            ranking = rank_scores(state.scores(), cfg.ranking_size, cfg.granularity)
-            result = search_ranking(model, test_ids, ranking, cfg)
+            ranking = state.ranking(cfg.ranking_size, cfg.granularity)
+            result = search_ranking(model, test_ids, ranking, cfg, memo)
             stage2_runs += 1
             need = max(p.AUTO_TOP, p.AUTO_MARGIN * result.size) if result.size else p.AUTO_KEEP + 1
             if state.samples >= state.cap or need <= top:
@@ -131,10 +142,11 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
                 "stage2_runs": stage2_runs,
             },
         },
+        memo,
     )
 
 
-def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConfig) -> Minimal:
+def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConfig, memo=None) -> Minimal:
     """Run :func:`~lm_eval_achilles.locator.minimize.minimize` from the critical prefix of ``result``;
     at step 1 and channel granularity the stage-2 curve orders its first step and seeds its memo."""
     curve = cfg.step == 1 and cfg.granularity == "channel"
@@ -153,5 +165,6 @@ def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConf
         batch_size=cfg.search_batch_size,
         max_evals=cfg.max_evals,
         progress=cfg.progress,
+        memo=memo,
     )
     return from_result(Minimal, res)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from lm_eval_achilles.defaults import SEARCH_BATCH_SIZE
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.perplexity import PerplexityChange, baseline_nll, delta, evaluate_sets
 from lm_eval_achilles.mask.mask_file import Neuron, distinct
@@ -80,14 +81,15 @@ class Minimizer:
         epsilon: float,
         baseline: float | None = None,
         scale: float = 0.0,
-        batch_size: int = 8,
+        batch_size: int = SEARCH_BATCH_SIZE,
         max_evals: int | None = None,
         progress: bool = True,
+        memo: dict[frozenset, float] | None = None,
     ):
         self.model, self.ids, self.epsilon, self.scale = model, input_ids, epsilon, scale
         self.batch_size, self.max_evals = batch_size, max_evals
         self.baseline = baseline_nll(model, input_ids) if baseline is None else baseline
-        self.memo: dict[frozenset, float] = {}
+        self.memo: dict[frozenset, float] = {} if memo is None else memo  # shared with stage 2 when given
         self.evaluated = 0  # sets evaluated here (the memo may also hold the stage-2 curve's sets)
         self.forward_passes = 0
         self.sizes: dict[str, int] = {}
@@ -110,7 +112,7 @@ class Minimizer:
             missing = [n for n in union if n.module not in self.sizes]
             if missing:
                 self.sizes.update(validate_neurons(self.model, missing))
-            values = evaluate_sets(
+            evaluate_sets(
                 self.model,
                 self.ids,
                 [sorted(k) for k in new],
@@ -118,8 +120,8 @@ class Minimizer:
                 batch_size=self.batch_size,
                 sizes=self.sizes,
                 progress=self.bar,
+                memo=self.memo,
             )
-            self.memo.update(zip(new, values))
             self.forward_passes += math.ceil(len(new) / self.batch_size)
             self.evaluated += len(new)
         return [self.memo[k] for k in keys]
@@ -219,24 +221,27 @@ def minimize(
     curve_nlls: Sequence[float] | None = None,
     baseline: float | None = None,
     scale: float = 0.0,
-    batch_size: int = 8,
+    batch_size: int = SEARCH_BATCH_SIZE,
     max_evals: int | None = None,
     pool: int = POOL,
     progress: bool = True,
+    memo: dict[frozenset, float] | None = None,
 ) -> MinimizeResult:
     """A verified-minimal set that crosses ``epsilon``, no larger than ``prefix`` (the paper's critical set).
 
     ``ranking`` supplies the outside channels (the first ``pool`` ranked channels not in the set);
     ``curve_nlls[n]`` (mean NLL with the first n prefix neurons masked, n = 0..len(prefix)) orders the
-    curve step and seeds the memo. With a budget (``max_evals`` sets) the best set found so far is
-    returned, ``verified_minimal`` saying whether its leave-one-out round completed."""
+    curve step and seeds the memo; ``memo`` (stage 2's, for this model, text and scale) gives every set
+    stage 2 evaluated. With a budget (``max_evals`` sets; ``locate --minimize`` has a default, docs/method.md)
+    the best set found so far is returned, ``verified_minimal`` saying whether its leave-one-out round
+    completed."""
     prefix = distinct(prefix)
     if not prefix:
         raise AchillesError("nothing to minimize: the critical set is empty (no prefix crossed epsilon)")
     if max_evals is not None and max_evals < 1:
         raise AchillesError(f"max_evals must be >= 1, got {max_evals}")
     t0 = time.perf_counter()
-    m = Minimizer(model, input_ids, epsilon, baseline, scale, batch_size, max_evals, progress)
+    m = Minimizer(model, input_ids, epsilon, baseline, scale, batch_size, max_evals, progress, memo)
     ranked = distinct(ranking)
     m.memo[frozenset()] = m.baseline  # the empty set is the unmasked model
     if curve_nlls is not None:  # the stage-2 prefixes are already evaluated: seed the memo with them

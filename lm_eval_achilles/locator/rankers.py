@@ -15,10 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from lm_eval_achilles.errors import AchillesError
-from lm_eval_achilles.locator.perturbation import perturbation_scores
+from lm_eval_achilles.locator.perturbation import perturbation_ranking
 from lm_eval_achilles.locator.ranking import rank_scores
 from lm_eval_achilles.mask.hooks import Recorder, first_tensor, hooked, output_sizes, replace_first
 from lm_eval_achilles.mask.mask_file import RankedNeuron
+from lm_eval_achilles.models.forward import forward, input_device
 
 if TYPE_CHECKING:  # the config imports this module (for the ranker names): typing only
     from lm_eval_achilles.locator.config import LocatorConfig
@@ -53,17 +54,19 @@ def perturbation_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig
     runs through :func:`~lm_eval_achilles.locator.locate.rank_and_search`)."""
     if cfg.samples == "auto":
         raise AchillesError("samples=auto runs through locate() (it looks at the stage-2 result); give a number here")
-    scores = perturbation_scores(
+    return perturbation_ranking(
         model,
         input_ids,
         modules,
+        cfg.ranking_size,
+        cfg.granularity,
         alpha=cfg.alpha,
         samples=cfg.samples,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        max_memory=cfg.max_memory,
         progress=cfg.progress,
     )
-    return rank_scores(scores, cfg.ranking_size, cfg.granularity)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,10 +110,8 @@ def _record_outputs(model, modules, run) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def activation_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     """|activation| per (position, channel) of each module's output on one clean forward, [T, C] float32."""
-    device = next(model.parameters()).device
-    acts = _record_outputs(
-        model, modules, lambda: model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=1)
-    )
+    device = input_device(model)
+    acts = _record_outputs(model, modules, lambda: forward(model, True, input_ids=input_ids.to(device)))
     return {n: acts[n][0].float().abs() for n in modules if n in acts}
 
 
@@ -125,10 +126,8 @@ def activation_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) 
 def signed_activation_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     """Signed activation per (position, channel); ranking it keeps only positive values (the authors'
     AM script sorts the signed value, so large negative activations rank last)."""
-    device = next(model.parameters()).device
-    acts = _record_outputs(
-        model, modules, lambda: model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=1)
-    )
+    device = input_device(model)
+    acts = _record_outputs(model, modules, lambda: forward(model, True, input_ids=input_ids.to(device)))
     return {n: acts[n][0].float() for n in modules if n in acts}
 
 
@@ -148,8 +147,7 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     module's output through all downstream paths. The authors' script detaches every hooked output,
     so only o_proj/down_proj get a gradient and all layers get the same one (docs/method.md, "Rankers").
     ``torch.autograd.grad`` asks only for the z's, so no parameter ``.grad`` is touched."""
-    device = next(model.parameters()).device
-    ids = input_ids.to(device)
+    ids = input_ids.to(input_device(model))
     probes: dict[str, torch.Tensor] = {}
 
     def make(name):
@@ -164,9 +162,9 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
         return hook
 
     with hooked(model, {name: make(name) for name in modules}), torch.enable_grad():
-        logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+        logits = forward(model, input_ids=ids).logits[:, :-1]
         logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-        loss = -logp.gather(-1, ids[:, 1:, None]).mean()
+        loss = -logp.gather(-1, ids[:, 1:, None].to(logp.device)).mean()
         names = [n for n in modules if n in probes]
         grads = torch.autograd.grad(loss, [probes[n] for n in names], allow_unused=True)
     out = {}
@@ -214,16 +212,14 @@ def keystone_strengths(
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per capability type, per module: mean over that type's prompts of the mean over positions of
     |activation|, a [C] tensor (the type's activation strength of every channel)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     total = sum(len(v) for v in prompts.values())
     out: dict[str, dict[str, torch.Tensor]] = {}
     with tqdm(total=total, desc="keystone: prompts", disable=not progress, unit="prompt") as bar:
         for kind, ids_list in prompts.items():
             acc: dict[str, torch.Tensor] = {}
             for ids in ids_list:
-                acts = _record_outputs(
-                    model, modules, lambda ids=ids: model(input_ids=ids.to(device), use_cache=False, logits_to_keep=1)
-                )
+                acts = _record_outputs(model, modules, lambda ids=ids: forward(model, True, input_ids=ids.to(device)))
                 for n, a in acts.items():
                     s = a[0].float().abs().mean(dim=0).cpu()
                     acc[n] = acc[n] + s if n in acc else s

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from lm_eval_achilles.defaults import EPSILON, MAX_STEPS, STEP
+from lm_eval_achilles.defaults import EPSILON, MAX_STEPS, SEARCH_BATCH_SIZE, STEP
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.perplexity import PerplexityChange, baseline_nll, delta, evaluate_sets, ppl
 from lm_eval_achilles.mask.mask_file import Neuron, distinct
@@ -44,16 +44,22 @@ def greedy_search(
     step: int = STEP,
     max_steps: int = MAX_STEPS,
     scale: float = 0.0,
-    batch_size: int = 8,
+    batch_size: int = SEARCH_BATCH_SIZE,
     progress: bool = True,
+    memo: dict[frozenset, float] | None = None,
 ) -> SearchResult:
     """Mask ``ranking[:s*step]`` for s = 1, 2, ... until Delta >= epsilon.
 
-    The batch that contains the crossing is evaluated whole, so the curve also shows a few points past
-    the critical size (the phase transition). A NaN/inf masked perplexity is a collapse (Delta = inf,
-    see :func:`~lm_eval_achilles.locator.perplexity.delta`); a non-finite baseline is an error."""
+    ``batch_size`` distinct sets go into one batched forward. Prefixes that mask the same channels
+    (``granularity=position`` repeats a channel at several positions) are evaluated once, and so is
+    any set already in ``memo`` (kept by the caller for this model, text and scale; the sets evaluated
+    here are added to it). The batch that contains the crossing is evaluated whole, so the curve also
+    shows a few points past the critical size (the phase transition). A NaN/inf masked perplexity is a
+    collapse (Delta = inf, see :func:`~lm_eval_achilles.locator.perplexity.delta`); a non-finite
+    baseline is an error."""
     if step < 1:
         raise AchillesError(f"step must be >= 1, got {step}")
+    memo = {} if memo is None else memo
     baseline = baseline_nll(model, input_ids)
     curve: list[tuple[int, float]] = [(0, baseline)]
     prefixes: list[int] = []
@@ -63,19 +69,35 @@ def greedy_search(
             break
         prefixes.append(n)
     sizes = validate_neurons(model, distinct(ranking[: prefixes[-1]])) if prefixes else {}
+    keys, seen, done = [], set(), 0  # the set of channels each prefix masks
+    for n in prefixes:
+        seen.update(Neuron(r.module, r.channel) for r in ranking[done:n])
+        keys.append(frozenset(seen))
+        done = n
     found = None
+    i = 0
     with tqdm(total=len(prefixes), desc="stage 2: greedy search", disable=not progress, unit="step") as bar:
-        for start in range(0, len(prefixes), batch_size):
-            chunk = prefixes[start : start + batch_size]
+        while i < len(prefixes) and found is None:
+            start, new = i, set()
+            while i < len(prefixes) and (keys[i] in memo or keys[i] in new or len(new) < batch_size):
+                if keys[i] not in memo:
+                    new.add(keys[i])
+                i += 1
+            chunk = prefixes[start:i]
             nlls = evaluate_sets(
-                model, input_ids, [ranking[:n] for n in chunk], scale=scale, batch_size=batch_size, sizes=sizes
+                model,
+                input_ids,
+                [sorted(k) for k in keys[start:i]],
+                scale=scale,
+                batch_size=batch_size,
+                sizes=sizes,
+                memo=memo,
             )
             bar.update(len(chunk))
             curve.extend(zip(chunk, nlls))
             hits = [(n, v) for n, v in zip(chunk, nlls) if delta(v, baseline) >= epsilon]
             if hits:
                 found = hits[0]
-                break
     if found is not None:
         n, nll = found
         reason = "threshold"
@@ -92,9 +114,12 @@ def greedy_search(
     )
 
 
-def search_ranking(model, test_ids: torch.Tensor, ranking: Sequence, cfg: LocatorConfig) -> SearchResult:
+def search_ranking(
+    model, test_ids: torch.Tensor, ranking: Sequence, cfg: LocatorConfig, memo: dict | None = None
+) -> SearchResult:
     """Stage 2 with a :class:`~lm_eval_achilles.locator.config.LocatorConfig`'s settings (epsilon, step,
-    max_steps, scale, search_batch_size): the one entry used by ``locate()`` and the studies."""
+    max_steps, scale, search_batch_size): the one entry used by ``locate()`` and the studies. ``memo``
+    (see :func:`greedy_search`) carries evaluated sets between searches on one text."""
     if not ranking:
         raise AchillesError("the ranking is empty: no neuron changed under the perturbation")
     return greedy_search(
@@ -107,4 +132,5 @@ def search_ranking(model, test_ids: torch.Tensor, ranking: Sequence, cfg: Locato
         scale=cfg.scale,
         batch_size=cfg.search_batch_size,
         progress=cfg.progress,
+        memo=memo,
     )

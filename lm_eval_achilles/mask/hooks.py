@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lm_eval_achilles.errors import AchillesError
+from lm_eval_achilles.models.forward import forward, input_device
 
 Hook = Callable[..., Any]
 
@@ -110,9 +111,8 @@ class Recorder:
 def output_sizes(model: nn.Module, names: Iterable[str]) -> dict[str, int]:
     """Last-dimension size of each module's output, read from one tiny forward pass."""
     names = list(names)
-    device = next(model.parameters()).device
     with Recorder(model, names) as rec, torch.no_grad():
-        model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
+        forward(model, True, input_ids=torch.zeros(1, 2, dtype=torch.long, device=input_device(model)))
     sizes = {name: int(t.shape[-1]) for name, t in rec.outputs.items() if t.dim() >= 1}
     for name in names:
         if name not in sizes:

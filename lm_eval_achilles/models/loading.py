@@ -31,7 +31,10 @@ class LoadedModel:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (models.forward.input_device)."""
+        from lm_eval_achilles.models.forward import input_device
+
+        return input_device(self.model)
 
 
 def default_device() -> str:
@@ -148,8 +151,9 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    if device_map:
-        kwargs["device_map"] = device_map
+    # without a device map, the device itself is the map: weights load straight onto it (the host never
+    # holds the whole model first, as loading on the CPU and then moving it would)
+    kwargs["device_map"] = device_map or str(device)
     extra = {"revision": revision} if revision else {}
     kwargs.update(extra)
     try:
@@ -159,8 +163,6 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise load_error(name_or_path, exc) from exc
-    if not device_map:
-        model.to(device)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -8,6 +8,7 @@ from itertools import combinations
 
 import torch
 
+from lm_eval_achilles.defaults import SEARCH_BATCH_SIZE
 from lm_eval_achilles.formatting import fmt
 from lm_eval_achilles.locator.perplexity import delta, evaluate_sets, mean_nll
 from lm_eval_achilles.mask.mask_file import Neuron, distinct
@@ -29,7 +30,7 @@ def subset_nlls(
     neurons: Sequence[Neuron],
     subsets: Sequence[tuple[int, ...]],
     scale: float = 0.0,
-    batch_size: int = 8,
+    batch_size: int = SEARCH_BATCH_SIZE,
     progress=None,
 ) -> list[float]:
     """Mean NLL of ``input_ids`` with each subset (indices into ``neurons``) masked, batched: a different
@@ -43,7 +44,7 @@ def prune_minimal(
     input_ids: torch.Tensor,
     neurons: Sequence[Neuron],
     epsilon: float,
-    batch_size: int = 8,
+    batch_size: int = SEARCH_BATCH_SIZE,
     baseline_nll: float | None = None,
 ) -> tuple[list[Neuron], list[dict]]:
     """Greedy backward pruning: while some neuron can be removed with Δ staying ≥ ε, remove the one whose
