@@ -76,7 +76,16 @@ def greedy_search(
         done = n
     found = None
     i = 0
-    with tqdm(total=len(prefixes), desc="stage 2: greedy search", disable=not progress, unit="step") as bar:
+    if progress and len(prefixes) > 8 * batch_size:
+        tqdm.write(
+            f"stage 2: up to {len(prefixes)} prefixes (--max-steps); it stops at the first with Delta >= {epsilon:g}, "
+            "so a model with no critical set walks all of them (lower --max-steps for a cheaper bound)"
+        )
+    # no ETA: the walk usually stops long before the cap, and an ETA for all of it would mislead
+    fmt = "{desc}: {n_fmt} prefixes (at most {total_fmt}) [{elapsed}, {rate_fmt}]"
+    with tqdm(
+        total=len(prefixes), desc="stage 2: greedy search", disable=not progress, bar_format=fmt, unit="prefix"
+    ) as bar:
         while i < len(prefixes) and found is None:
             start, new = i, set()
             while i < len(prefixes) and (keys[i] in memo or keys[i] in new or len(new) < batch_size):
