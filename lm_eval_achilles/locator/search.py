@@ -84,7 +84,7 @@ def greedy_search(
     # no ETA: the walk usually stops long before the cap, and an ETA for all of it would mislead
     fmt = "{desc}: {n_fmt} prefixes (at most {total_fmt}) [{elapsed}, {rate_fmt}]"
     with tqdm(
-        total=len(prefixes), desc="stage 2: greedy search", disable=not progress, bar_format=fmt, unit="prefix"
+        total=len(prefixes), desc="stage 2: greedy search", disable=not progress, bar_format=fmt, unit=" prefix"
     ) as bar:
         while i < len(prefixes) and found is None:
             start, new = i, set()
