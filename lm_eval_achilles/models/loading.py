@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lm_eval_achilles.errors import AchillesError
@@ -87,6 +88,38 @@ def load_model(
     name = entry.name if entry is not None else str(name_or_path)
     display = entry.display_name if entry is not None else name + (f" ({gguf_file})" if gguf_file else "")
     return LoadedModel(model=model, tokenizer=tokenizer, name_or_path=name, display_name=display)
+
+
+def gguf_file_path(name_or_path: str | None, gguf_file: str) -> Path | None:
+    """The GGUF file ``gguf_file`` inside the local folder ``name_or_path``, checked to exist and to start
+    with the GGUF magic, before anything is loaded; None for a hub id (transformers fetches the file)."""
+    base = Path(resolve_pretrained(name_or_path))
+    if not base.exists():
+        return None
+    candidate = base / gguf_file
+    if not candidate.is_file():
+        raise AchillesError(f"GGUF file not found: {candidate}")
+    with open(candidate, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise AchillesError(f"{candidate} is not a GGUF file (it does not start with the GGUF magic)")
+    return candidate
+
+
+def without_gguf_quantizer(model):
+    """A model loaded from a GGUF file is dequantised but still carries transformers' GGUF quantizer,
+    which refuses ``save_pretrained``: the same weights in a plain model built from the config (the
+    original is returned unchanged when it has no quantizer)."""
+    if getattr(model, "hf_quantizer", None) is None:
+        return model
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.tie_weights()
+    return plain.to(next(model.parameters()).device).eval()
 
 
 def load_skeleton(name_or_path: str | None = None, gguf_file: str | None = None, trust_remote_code: bool = False):
