@@ -189,6 +189,11 @@ EXPORT = [
     (["export", "--mask", "{mask}", "--top-n", "-2", "--out", "{out}"], "--top-n: must be >= 0, got '-2'"),
     (["export", "--mask", "{mask}", "--top-n", "999", "--out", "{out}"], "top_n=999 is larger than the ranking"),
     (["export", "--mask", "{mask}", "--scale", "nan", "--out", "{out}"], "--scale: must be a finite number"),
+    (["export", "--mask", "{mask}", "--gguf-file", "nope.gguf", "--out", "{out}"], "GGUF file not found"),
+    (
+        ["export", "--model", "{cmp}", "--gguf-file", "comparison.json", "--mask", "{mask}", "--out", "{out}"],
+        "comparison.json is not a GGUF file",
+    ),
 ]
 REPORT = [
     (["report", "{missing}", "--out", "{out}"], "mask file not found"),
