@@ -194,6 +194,11 @@ EXPORT = [
         ["export", "--model", "{cmp}", "--gguf-file", "comparison.json", "--mask", "{mask}", "--out", "{out}"],
         "comparison.json is not a GGUF file",
     ),
+    (["export", "--streaming", "--dtype", "float32", "--mask", "{mask}", "--out", "{out}"], "drop --dtype"),
+    (
+        ["export", "--streaming", "--model", "{cmp}", "--mask", "{mask}", "--out", "{out}"],
+        "safetensors weights; {cmp} has none",
+    ),
 ]
 REPORT = [
     (["report", "{missing}", "--out", "{out}"], "mask file not found"),

@@ -103,3 +103,25 @@ def test_export_from_a_gguf_file_saves_the_dequantised_masked_model(embedded, tm
     with masked(embedded.model, [Neuron(m, c) for m, c in NEURONS]):
         hooked = embedded.model(ids).logits
     torch.testing.assert_close(model(ids).logits, hooked, rtol=0, atol=1e-5)
+
+
+def test_streaming_export_equals_the_normal_export(exported, embedded_path, tmp_path):
+    """``--streaming`` patches the masked rows in the source shards without loading the model: the same
+    tensors as the normal export (same names, dtypes, values), only the masked ones changed, same files."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "streamed"
+    mask = exported.parent / "mask.json"
+    assert main(["export", "--streaming", "--mask", str(mask), "--out", str(out)]) == 0
+    streamed, normal = load_file(out / "model.safetensors"), load_file(exported / "model.safetensors")
+    source = load_file(embedded_path / "model.safetensors")
+    assert sorted(streamed) == sorted(normal)
+    for key, value in streamed.items():
+        assert value.dtype == normal[key].dtype and torch.equal(value, normal[key]), key
+    changed = sorted(k for k in streamed if not torch.equal(streamed[k], source[k]))
+    assert changed == ["model.layers.3.mlp.down_proj.weight", "model.layers.5.mlp.up_proj.weight", "model.norm.weight"]
+    for name in ("config.json", "tokenizer_config.json", "tokenizer.json"):
+        assert (out / name).read_bytes() == (exported / name).read_bytes(), name
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in out.iterdir())

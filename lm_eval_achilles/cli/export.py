@@ -32,6 +32,12 @@ def add_arguments(p):
         default="5GB",
         help="largest safetensors shard written (transformers' notation: 5GB, 500MB; default 5GB)",
     )
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="for models too large to load: patch the masked rows inside the source's safetensors shards "
+        "(local folder; memory of one shard; source dtypes and sharding kept)",
+    )
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -56,6 +62,8 @@ def run(args) -> int:
         raise AchillesError(f"--out {out} exists and is not empty; give a new or empty folder")
     if args.gguf_file:
         gguf_file_path(args.model, args.gguf_file)
+    if args.streaming:
+        return _run_streaming(args, spec, out)
     loaded = load_from_args(args)
     neurons = spec.resolve(loaded)
     model = without_gguf_quantizer(loaded.model)
@@ -71,5 +79,37 @@ def run(args) -> int:
     write_json_atomic(out / "achilles-export.json", provenance)
     make_readable(out)
     print(f"folded {len(neurons)} neuron(s) ({', '.join(sorted({n.module for n in neurons}))}) into the weights")
+    print(f"wrote {out}  (load it with: lm_eval --model hf --model_args pretrained={out})")
+    return 0
+
+
+def _run_streaming(args, spec, out) -> int:
+    from pathlib import Path
+
+    from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.jsonio import write_json_atomic
+    from lm_eval_achilles.mask.export import _weight_files, copy_source_files, make_readable, stream_export
+    from lm_eval_achilles.models.loading import load_skeleton, resolve_pretrained
+
+    if args.gguf_file:
+        raise AchillesError("--streaming reads safetensors shards; it cannot export from --gguf-file")
+    if args.dtype != "auto":
+        raise AchillesError("--streaming keeps the checkpoint's dtype; drop --dtype")
+    folder = Path(resolve_pretrained(args.model))
+    if not folder.is_dir():
+        raise AchillesError(f"--streaming needs a local checkpoint folder; {args.model!r} is not one")
+    _weight_files(folder)  # a folder without safetensors shards fails now
+    skeleton = load_skeleton(args.model, trust_remote_code=args.trust_remote_code)
+    if skeleton is None:
+        raise AchillesError("--streaming: this model class cannot be built without weights; export without it")
+    spec.precheck(skeleton)
+    neurons = spec._selected(skeleton)
+    out.mkdir(parents=True, exist_ok=True)
+    patched = stream_export(skeleton, folder, out, neurons, spec.scale)
+    copy_source_files(str(folder), out)
+    provenance = {"exported_from": args.model or "embedded", **spec.provenance(neurons), "apply": "fold"}
+    write_json_atomic(out / "achilles-export.json", {**provenance, "streaming": True, "patched_shards": patched})
+    make_readable(out)
+    print(f"folded {len(neurons)} neuron(s) into {len(patched)} shard(s) ({', '.join(patched)}); others copied")
     print(f"wrote {out}  (load it with: lm_eval --model hf --model_args pretrained={out})")
     return 0

@@ -154,3 +154,80 @@ def set_config_dtype(out: Path, dtype: str) -> None:
         return {**config, "dtype": dtype, "torch_dtype": dtype}
 
     _rewrite_json(out / "config.json", transform)
+
+
+# --------------------------------------------------------------------------------------------------
+# streaming export: patch the affected tensors shard by shard
+
+
+def _weight_files(folder: Path) -> list[str]:
+    """The safetensors shards of a local checkpoint folder, from its index or the single file."""
+    from lm_eval_achilles.errors import AchillesError
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    if (folder / "model.safetensors").is_file():
+        return ["model.safetensors"]
+    raise AchillesError(f"--streaming needs a local folder with safetensors weights; {folder} has none")
+
+
+def stream_export(skeleton, folder: Path, out: Path, neurons, scale: float) -> list[str]:
+    """Fold ``neurons`` into a copy of the safetensors checkpoint in ``folder`` without loading the model:
+    the modules the mask touches are materialised alone (their weights read from the shards) and folded
+    by :func:`lm_eval_achilles.mask.masking.fold`, with its checks; then each shard holding a changed
+    tensor is read, patched and written (memory: one shard), and every other shard is copied byte for
+    byte. Shard names, tensor names and dtypes are the source's. Returns the patched shard names."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.mask.hooks import resolve_modules
+    from lm_eval_achilles.mask.masking import _gated_mlp_parent, fold, group_channels
+
+    shards = _weight_files(folder)
+    where: dict[str, str] = {}
+    for shard in shards:
+        with safe_open(folder / shard, framework="pt") as f:
+            where.update(dict.fromkeys(f.keys(), shard))
+    # the modules to materialise: each masked module, or the gated MLP around a masked activation
+    touched = {}
+    for name, module in resolve_modules(skeleton, group_channels(neurons)).items():
+        parent = _gated_mlp_parent(skeleton, name, module)
+        touched[name.rpartition(".")[0] if parent is not None else name] = parent or module
+    for prefix, module in touched.items():
+        module.to_empty(device="cpu")
+        for pname, param in module.named_parameters():
+            key = f"{prefix}.{pname}"
+            if key not in where:
+                raise AchillesError(
+                    f"--streaming: tensor {key!r} is not in the checkpoint's shards (its names differ from the "
+                    "model's); export without --streaming"
+                )
+            with safe_open(folder / where[key], framework="pt") as f:
+                value = f.get_tensor(key)
+            if value.shape != param.shape:
+                raise AchillesError(f"--streaming: tensor {key!r} has shape {tuple(value.shape)} in the checkpoint")
+            param.data = value
+    fold(skeleton, neurons, scale, validate=False)
+    changed: dict[str, torch.Tensor] = {}
+    for prefix, module in touched.items():
+        for pname, param in module.named_parameters():
+            changed[f"{prefix}.{pname}"] = param.detach()
+    patched = sorted({where[k] for k in changed})
+    for shard in shards:
+        if shard not in patched:
+            shutil.copyfile(folder / shard, out / shard)
+            continue
+        with safe_open(folder / shard, framework="pt") as f:
+            metadata = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        for k, v in changed.items():
+            if where[k] == shard:
+                tensors[k] = v.contiguous()
+        save_file(tensors, out / shard, metadata=metadata)
+        del tensors
+    if (folder / "model.safetensors.index.json").is_file():
+        shutil.copyfile(folder / "model.safetensors.index.json", out / "model.safetensors.index.json")
+    return patched
