@@ -33,6 +33,13 @@ def add_arguments(p):
         help="largest safetensors shard written (transformers' notation: 5GB, 500MB; default 5GB)",
     )
     p.add_argument(
+        "--format",
+        default="hf",
+        choices=["hf", "gguf"],
+        help="hf: a Hugging Face checkpoint (default); gguf: the source GGUF file (--gguf-file, or the named "
+        "model's) with the mask folded into its tensors, for llama.cpp / Ollama",
+    )
+    p.add_argument(
         "--streaming",
         action="store_true",
         help="for models too large to load: patch the masked rows inside the source's safetensors shards "
@@ -62,6 +69,8 @@ def run(args) -> int:
         raise AchillesError(f"--out {out} exists and is not empty; give a new or empty folder")
     if args.gguf_file:
         gguf_file_path(args.model, args.gguf_file)
+    if args.format == "gguf":
+        return _run_gguf(args, spec, out)
     if args.streaming:
         return _run_streaming(args, spec, out)
     loaded = load_from_args(args)
@@ -112,4 +121,38 @@ def _run_streaming(args, spec, out) -> int:
     make_readable(out)
     print(f"folded {len(neurons)} neuron(s) into {len(patched)} shard(s) ({', '.join(patched)}); others copied")
     print(f"wrote {out}  (load it with: lm_eval --model hf --model_args pretrained={out})")
+    return 0
+
+
+def _run_gguf(args, spec, out) -> int:
+    from pathlib import Path
+
+    from lm_eval_achilles.errors import AchillesError
+    from lm_eval_achilles.jsonio import write_json_atomic
+    from lm_eval_achilles.mask.export import make_readable
+    from lm_eval_achilles.mask.gguf_export import gguf_export
+    from lm_eval_achilles.models.embedded import gguf_path, lookup
+    from lm_eval_achilles.models.loading import gguf_file_path, load_skeleton
+
+    if args.streaming:
+        raise AchillesError("--streaming applies to --format hf; a GGUF export never loads the model")
+    if args.gguf_file:
+        source = gguf_file_path(args.model, args.gguf_file)
+        if source is None:
+            raise AchillesError("--format gguf needs a local GGUF file (a folder --model with --gguf-file)")
+    elif lookup(args.model) is not None:
+        source = gguf_path(lookup(args.model))
+    else:
+        raise AchillesError("--format gguf needs a GGUF source: --gguf-file, or a named model (embedded, ...)")
+    skeleton = load_skeleton(str(source.parent), gguf_file=source.name)
+    if skeleton is None:
+        raise AchillesError("--format gguf: this model class cannot be built without weights")
+    spec.precheck(skeleton)
+    neurons = spec._selected(skeleton)
+    out.mkdir(parents=True, exist_ok=True)
+    changed = gguf_export(Path(source), out / source.name, skeleton, neurons, spec.scale)
+    provenance = {"exported_from": str(source), **spec.provenance(neurons), "apply": "fold", "format": "gguf"}
+    write_json_atomic(out / "achilles-export.json", {**provenance, "gguf_tensors_changed": changed})
+    make_readable(out)
+    print(f"folded {len(neurons)} neuron(s) into {len(changed)} GGUF tensor(s); wrote {out / source.name}")
     return 0
