@@ -194,6 +194,8 @@ EXPORT = [
         ["export", "--model", "{cmp}", "--gguf-file", "comparison.json", "--mask", "{mask}", "--out", "{out}"],
         "comparison.json is not a GGUF file",
     ),
+    (["export", "--format", "gguf", "--model", "{cmp}", "--mask", "{mask}", "--out", "{out}"], "needs a GGUF source"),
+    (["export", "--format", "gguf", "--streaming", "--mask", "{mask}", "--out", "{out}"], "never loads the model"),
     (["export", "--streaming", "--dtype", "float32", "--mask", "{mask}", "--out", "{out}"], "drop --dtype"),
     (
         ["export", "--streaming", "--model", "{cmp}", "--mask", "{mask}", "--out", "{out}"],

@@ -125,3 +125,42 @@ def test_streaming_export_equals_the_normal_export(exported, embedded_path, tmp_
     umask = os.umask(0)
     os.umask(umask)
     assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in out.iterdir())
+
+
+@torch.no_grad()
+def test_gguf_export_loads_back_to_the_hooked_models_logits(embedded, tmp_path):
+    """``--format gguf`` on the embedded model (itself a Q4_1 GGUF): zeroed rows in quantised q/k/o/down/up
+    tensors (q/k through llama.cpp's row permutation) and F32 norm gains; transformers reads the written
+    file back (``gguf_file=``) to exactly the hooked model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from lm_eval_achilles.models.embedded import gguf_path
+
+    neurons = [
+        *NEURONS,
+        ("model.layers.2.input_layernorm", 4),
+        ("model.layers.7.self_attn.q_proj", 33),
+        ("model.layers.7.self_attn.k_proj", 70),
+        ("model.layers.9.self_attn.o_proj", 100),
+    ]
+    (tmp_path / "mask.json").write_text(json.dumps(mask_doc(fingerprint(embedded.model), neurons)))
+    out = tmp_path / "out"
+    assert main(["export", "--format", "gguf", "--mask", str(tmp_path / "mask.json"), "--out", str(out)]) == 0
+    name = gguf_path().name
+    assert (out / name).stat().st_size == gguf_path().stat().st_size
+    ids = embedded.tokenizer(TEXT, return_tensors="pt").input_ids
+    model = AutoModelForCausalLM.from_pretrained(out, gguf_file=name, dtype=torch.float32).eval()
+    with masked(embedded.model, [Neuron(m, c) for m, c in neurons]):
+        hooked = embedded.model(ids).logits
+    assert (hooked - embedded.model(ids).logits).abs().max() > 1e-2
+    torch.testing.assert_close(model(ids).logits, hooked, rtol=0, atol=1e-5)
+
+
+def test_gguf_export_refuses_what_it_cannot_fold_exactly(embedded, tmp_path):
+    doc = mask_doc(fingerprint(embedded.model), [("model.layers.3.mlp.down_proj", 10)])
+    (tmp_path / "mask.json").write_text(json.dumps(doc))
+    argv = ["export", "--format", "gguf", "--mask", str(tmp_path / "mask.json"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--scale", "0.5"]) == 2  # a Q4_1 row times 0.5 needs requantisation
+    (tmp_path / "mask.json").write_text(json.dumps({**doc, "neurons": [{"module": "lm_head", "channel": 3}]}))
+    assert main(argv) == 2  # tied output layer
+    assert not (tmp_path / "o").exists()

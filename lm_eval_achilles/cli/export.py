@@ -149,7 +149,6 @@ def _run_gguf(args, spec, out) -> int:
         raise AchillesError("--format gguf: this model class cannot be built without weights")
     spec.precheck(skeleton)
     neurons = spec._selected(skeleton)
-    out.mkdir(parents=True, exist_ok=True)
     changed = gguf_export(Path(source), out / source.name, skeleton, neurons, spec.scale)
     provenance = {"exported_from": str(source), **spec.provenance(neurons), "apply": "fold", "format": "gguf"}
     write_json_atomic(out / "achilles-export.json", {**provenance, "gguf_tensors_changed": changed})

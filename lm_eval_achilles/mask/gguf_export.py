@@ -108,6 +108,7 @@ def gguf_export(source: Path, out_file: Path, skeleton, neurons, scale: float) -
                     "requantisation; only beta = 0 (zeroed blocks) is exact; use --format hf"
                 )
             writes.append((t, rows))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, out_file)
     with open(out_file, "r+b") as f:
         for t, rows in writes:
