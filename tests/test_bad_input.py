@@ -199,6 +199,18 @@ EXPORT = [
     (["export", "--mask", "{mask}", "--top-n", "-2", "--out", "{out}"], "--top-n: must be >= 0, got '-2'"),
     (["export", "--mask", "{mask}", "--top-n", "999", "--out", "{out}"], "top_n=999 is larger than the ranking"),
     (["export", "--mask", "{mask}", "--scale", "nan", "--out", "{out}"], "--scale: must be a finite number"),
+    (["export", "--mask", "{mask}", "--gguf-file", "nope.gguf", "--out", "{out}"], "GGUF file not found"),
+    (
+        ["export", "--model", "{cmp}", "--gguf-file", "comparison.json", "--mask", "{mask}", "--out", "{out}"],
+        "comparison.json is not a GGUF file",
+    ),
+    (["export", "--format", "gguf", "--model", "{cmp}", "--mask", "{mask}", "--out", "{out}"], "needs a GGUF source"),
+    (["export", "--format", "gguf", "--streaming", "--mask", "{mask}", "--out", "{out}"], "never loads the model"),
+    (["export", "--streaming", "--dtype", "float32", "--mask", "{mask}", "--out", "{out}"], "drop --dtype"),
+    (
+        ["export", "--streaming", "--model", "{cmp}", "--mask", "{mask}", "--out", "{out}"],
+        "safetensors weights; {cmp} has none",
+    ),
 ]
 REPORT = [
     (["report", "{missing}", "--out", "{out}"], "mask file not found"),

@@ -159,3 +159,58 @@ def test_fold_failing_its_exactness_check_restores_what_was_already_written():
     with pytest.raises(AchillesError, match="does not reproduce the hooked output"):
         fold(model, neurons)
     _assert_unchanged(model, before)  # the Conv1D and the LayerNorm folded first are back
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_fold_of_the_gated_mlp_activation_equals_hooks_on_the_embedded_model(embedded, scale):
+    model = embedded.model
+    neurons = [Neuron("model.layers.4.mlp.act_fn", 11), Neuron("model.layers.9.mlp.act_fn", 300)]
+    ids = torch.tensor([[1, 415, 3214, 282, 4649, 314, 2580, 28]])
+    before, clean = _params(model), model(ids).logits
+    with masked(model, neurons, scale=scale):
+        hooked = model(ids).logits
+    with folded(model, neurons, scale=scale):
+        fold_logits = model(ids).logits
+        up = model.model.layers[4].mlp.up_proj.weight
+        assert torch.equal(up[11], before["model.layers.4.mlp.up_proj.weight"][11] * scale)
+    assert (hooked - clean).abs().max() > 1e-3
+    if scale == 0.0:
+        assert torch.equal(fold_logits, hooked)  # act(g) * 0 * u == act(g) * (0 * u): bit for bit
+    torch.testing.assert_close(fold_logits, hooked, rtol=1e-5, atol=1e-5)
+    _assert_unchanged(model, before)
+
+
+def test_fold_refuses_a_parameter_shared_between_modules(embedded):
+    model = embedded.model  # tied: lm_head.weight is model.embed_tokens.weight
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    before = _params(model)
+    with pytest.raises(AchillesError, match=r"'lm_head'.*shared by lm_head, model.embed_tokens.*apply=hooks"):
+        fold(model, [Neuron("model.layers.0.mlp.down_proj", 1), Neuron("lm_head", 5)])
+    _assert_unchanged(model, before)
+
+
+@torch.no_grad()
+def test_norm_gain_variant_is_decided_exactly_in_bf16_with_a_large_gain():
+    """One large gain in bf16 made the old tolerance check accept the wrong gain form; now the masked
+    channel is exactly beta * hooked (0) for both the (1 + w) Gemma norm and a plain w norm, every trial."""
+    from conftest import make_tiny_llama
+
+    gemma = tiny_gemma3().to(torch.bfloat16)
+    llama = make_tiny_llama().to(torch.bfloat16)
+    for trial in range(20):
+        for model, name in (
+            (gemma, "model.layers.0.post_attention_layernorm"),
+            (llama, "model.layers.0.input_layernorm"),
+        ):
+            norm = model.get_submodule(name)
+            c = trial % 16
+            norm.weight[(c + 1) % 16] = 300.0 + trial  # one large gain elsewhere dominates the output
+            x = torch.randn(3, 16, dtype=torch.bfloat16)
+            with folded(model, [Neuron(name, c)]):
+                out = norm(x)
+            with masked(model, [Neuron(name, c)]):
+                hooked = norm(x)
+            assert torch.equal(out[..., c], torch.zeros_like(out[..., c])), (trial, name)
+            keep = [i for i in range(16) if i != c]
+            assert torch.equal(out[..., keep], hooked[..., keep]), (trial, name)

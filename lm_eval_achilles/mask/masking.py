@@ -167,25 +167,47 @@ def _is_norm(module: nn.Module) -> bool:
 class _FoldPlan:
     """How channel c of a module's output maps to its parameters: ``(param, dim)`` pairs whose slice c along
     ``dim`` produces output channel c alone; ``in_dim`` sizes the probe input of the exactness check;
-    ``variants`` are the parametrisations tried in order (a norm's gain may be ``w`` or ``1 + w``)."""
+    ``variants`` are the parametrisations a norm's gain may have (``w`` or ``1 + w``: see
+    :func:`_norm_variant`); ``check`` is the module whose output the exactness check compares (the
+    module itself, or the gated MLP around an activation, whose mask is folded into ``up_proj``)."""
 
     name: str
     module: nn.Module
     params: list[tuple[torch.Tensor, int]]
     in_dim: int
     variants: tuple[str, ...] = ("scale",)
+    check: nn.Module | None = None
 
 
-def _fold_plan(module: nn.Module, name: str) -> _FoldPlan:
+def _gated_mlp_parent(model: nn.Module, name: str, module: nn.Module):
+    """The gated MLP holding activation ``name`` as its ``act_fn`` (``down(act(gate(x)) * up(x))``, the Llama,
+    Qwen, Mistral and Gemma MLP), or None."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    up, gate = getattr(parent, "up_proj", None), getattr(parent, "gate_proj", None)
+    if attr != "act_fn" or list(module.parameters()) or not isinstance(up, nn.Linear):
+        return None
+    if not isinstance(gate, nn.Linear) or gate.out_features != up.out_features or gate.in_features != up.in_features:
+        return None
+    return parent
+
+
+def _fold_plan(model: nn.Module, module: nn.Module, name: str) -> _FoldPlan:
     """The fold of one module, or an AchillesError for a module kind whose channels cannot be folded."""
     weight = getattr(module, "weight", None)
     bias = getattr(module, "bias", None)
     bias = bias if isinstance(bias, torch.Tensor) else None
     kind = type(module).__name__
     refuse = (
-        f"cannot fold a mask into {name!r} ({kind}): fold supports nn.Linear, transformers' Conv1D and "
-        f"LayerNorm/RMSNorm weights; use apply=hooks"
+        f"cannot fold a mask into {name!r} ({kind}): fold supports nn.Linear, transformers' Conv1D, "
+        f"LayerNorm/RMSNorm weights and the activation of a gated MLP; use apply=hooks"
     )
+    parent = _gated_mlp_parent(model, name, module)
+    if parent is not None:
+        # down(act(g) * up(x)): act(g)_c * beta * u_c == act(g)_c * (beta * u_c), so scale row c of up_proj
+        up = parent.up_proj
+        params = [(up.weight, 0)] + ([(up.bias, 0)] if up.bias is not None else [])
+        return _FoldPlan(name, module, params, up.in_features, check=parent)
     if not isinstance(weight, torch.Tensor) or weight.device.type == "meta":
         raise AchillesError(refuse)
     if isinstance(module, nn.Linear) and tuple(weight.shape) == (module.out_features, module.in_features):
@@ -199,7 +221,7 @@ def _fold_plan(module: nn.Module, name: str) -> _FoldPlan:
         # transformers' Conv1D (GPT-2 family) stores weight transposed, [in, out]: channel c is column c
         return _FoldPlan(name, module, [(weight, 1)] + ([(bias, 0)] if bias is not None else []), module.nx)
     if _is_norm(module) and weight.dim() == 1 and (bias is None or bias.shape == weight.shape):
-        # y = normed(x) * w (+ b), or * (1 + w) in the Gemma family: which one is found by the check
+        # y = normed(x) * w (+ b), or * (1 + w) in the Gemma family: which one is decided by _norm_variant
         return _FoldPlan(
             name,
             module,
@@ -210,8 +232,70 @@ def _fold_plan(module: nn.Module, name: str) -> _FoldPlan:
     raise AchillesError(refuse)
 
 
+def _shared_parameters(model: nn.Module, plans) -> None:
+    """Refuse a fold that would write a parameter owned by more than one module (tied ``lm_head`` and
+    input embeddings): the write would change the other module too, which the hooks never do."""
+    owners: dict[int, list[str]] = {}
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for p in mod._parameters.values():
+            if p is not None:
+                owners.setdefault(id(p), []).append(mod_name)
+    for plan, _ in plans:
+        for p, _dim in plan.params:
+            names = sorted(set(owners.get(id(p), [])))
+            if len(names) > 1:
+                raise AchillesError(
+                    f"cannot fold a mask into {plan.name!r}: its weight is shared by {', '.join(names)} (tied "
+                    "weights), so folding would change them all; use apply=hooks"
+                )
+
+
+def _output(plan: _FoldPlan, x: torch.Tensor) -> torch.Tensor:
+    return first_tensor((plan.check or plan.module).forward(x))
+
+
+def _reference(plan: _FoldPlan, channels: list[int], scale: float, x: torch.Tensor) -> torch.Tensor:
+    """The hooked output the fold must reproduce (of the gated MLP, for an activation)."""
+    if plan.check is None:
+        return first_tensor(_masking_hook(channels, scale)(plan.module, (x,), plan.module.forward(x))).clone()
+    handle = plan.module.register_forward_hook(_masking_hook(channels, scale))
+    try:
+        return _output(plan, x).clone()
+    finally:
+        handle.remove()
+
+
+def _write(plan: _FoldPlan, channels: list[int], variant: str, scale: float, saved: list) -> None:
+    for i, (p, dim) in enumerate(plan.params):
+        idx = torch.as_tensor(channels, device=p.device)
+        old = p.index_select(dim, idx)
+        saved.append((p, dim, idx, old.clone()))
+        if variant == "offset" and i == 0:  # gain 1 + w  ->  scale * (1 + w)
+            new = ((old.double() + 1.0) * scale - 1.0).to(p.dtype)
+        else:
+            new = old * scale
+        p.index_copy_(dim, idx, new)
+
+
+def _norm_variant(plan: _FoldPlan, channels: list[int], x: torch.Tensor) -> str | None:
+    """Which gain a norm has, decided exactly rather than within a tolerance: the variant whose
+    encoding of a zero gain (``w = 0`` for ``normed * w``, ``w = -1`` for ``normed * (1 + w)``, bias 0)
+    makes the masked channels exactly 0 on a probe whose normed values are non-zero. Multiplying by an
+    exact 0 is exact in every dtype, so one large gain or bf16 rounding cannot pick the wrong one.
+    None when neither does (the norm is of another kind)."""
+    for variant in plan.variants:
+        trial: list = []
+        _write(plan, channels, variant, 0.0, trial)
+        try:
+            if bool((_output(plan, x)[..., channels] == 0).all()):
+                return variant
+        finally:
+            unfold(trial)
+    return None
+
+
 def _fold_matches(plan: _FoldPlan, x: torch.Tensor, reference: torch.Tensor) -> bool:
-    out = first_tensor(plan.module.forward(x))
+    out = _output(plan, x)
     if not isinstance(out, torch.Tensor) or out.shape != reference.shape:
         return False
     rtol = _FOLD_RTOL.get(reference.dtype, 1e-5)
@@ -224,10 +308,12 @@ def fold(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0, valida
 
     nn.Linear: row c of ``weight`` [out, in] and bias entry c; transformers' ``Conv1D`` (GPT-2 family,
     weight stored [in, out]): column c and bias entry c; LayerNorm/RMSNorm: entry c of weight and bias,
-    where a gain of the form ``1 + w`` (Gemma) gets ``w' = scale * (1 + w) - 1``. Any other module kind
-    is refused before anything is written. Every folded module is checked on a random probe input
-    against its hooked output; a mismatch is an error. The fold is transactional: on any failure
-    every weight already written is restored, so the model is left as it was.
+    where a gain of the form ``1 + w`` (Gemma) gets ``w' = scale * (1 + w) - 1`` (the form is decided
+    exactly, :func:`_norm_variant`); the ``act_fn`` of a gated MLP: row c of its ``up_proj``. Any other
+    module kind, and any parameter shared between modules (tied embeddings), is refused before anything
+    is written. Every folded module is checked on a random probe input against its hooked output; a
+    mismatch is an error. The fold is transactional: on any failure every weight already written is
+    restored, so the model is left as it was.
 
     Returns the saved original values; pass them to :func:`unfold` to restore the weights bit for bit.
     """
@@ -235,7 +321,8 @@ def fold(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0, valida
         validate_neurons(model, neurons)
     groups = group_channels(neurons)
     modules = resolve_modules(model, groups)
-    plans = [(_fold_plan(modules[name], name), channels) for name, channels in groups.items()]
+    plans = [(_fold_plan(model, modules[name], name), channels) for name, channels in groups.items()]
+    _shared_parameters(model, plans)
     saved: list = []
     gen = torch.Generator().manual_seed(0)
     try:
@@ -243,24 +330,11 @@ def fold(model: nn.Module, neurons: Sequence[Neuron], scale: float = 0.0, valida
             for plan, channels in plans:
                 dtype, device = plan.params[0][0].dtype, plan.params[0][0].device
                 x = torch.randn(4, plan.in_dim, generator=gen).to(device=device, dtype=dtype)
-                reference = _masking_hook(channels, float(scale))(plan.module, (x,), plan.module.forward(x))
-                reference = first_tensor(reference).clone()
-                for variant in plan.variants:
-                    mark = len(saved)
-                    for i, (p, dim) in enumerate(plan.params):
-                        idx = torch.as_tensor(channels, device=p.device)
-                        old = p.index_select(dim, idx)
-                        saved.append((p, dim, idx, old.clone()))
-                        if variant == "offset" and i == 0:  # gain 1 + w  ->  scale * (1 + w)
-                            new = ((old.double() + 1.0) * scale - 1.0).to(p.dtype)
-                        else:
-                            new = old * scale
-                        p.index_copy_(dim, idx, new)
-                    if _fold_matches(plan, x, reference):
-                        break
-                    unfold(saved[mark:])
-                    del saved[mark:]
-                else:
+                reference = _reference(plan, channels, float(scale), x)
+                variant = _norm_variant(plan, channels, x) if len(plan.variants) > 1 else plan.variants[0]
+                if variant is not None:
+                    _write(plan, channels, variant, scale, saved)
+                if variant is None or not _fold_matches(plan, x, reference):
                     raise AchillesError(
                         f"cannot fold a mask into {plan.name!r} ({type(plan.module).__name__}): folding its "
                         f"weights does not reproduce the hooked output; use apply=hooks"

@@ -174,6 +174,38 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, name_or_path=name, display_name=display)
 
 
+def gguf_file_path(name_or_path: str | None, gguf_file: str) -> Path | None:
+    """The GGUF file ``gguf_file`` inside the local folder ``name_or_path``, checked to exist and to start
+    with the GGUF magic, before anything is loaded; None for a hub id (transformers fetches the file)."""
+    base = Path(resolve_pretrained(name_or_path))
+    if not base.exists():
+        return None
+    candidate = base / gguf_file
+    if not candidate.is_file():
+        raise AchillesError(f"GGUF file not found: {candidate}")
+    with open(candidate, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise AchillesError(f"{candidate} is not a GGUF file (it does not start with the GGUF magic)")
+    return candidate
+
+
+def without_gguf_quantizer(model):
+    """A model loaded from a GGUF file is dequantised but still carries transformers' GGUF quantizer,
+    which refuses ``save_pretrained``: the same weights in a plain model built from the config (the
+    original is returned unchanged when it has no quantizer)."""
+    if getattr(model, "hf_quantizer", None) is None:
+        return model
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.tie_weights()
+    return plain.to(next(model.parameters()).device).eval()
+
+
 def load_skeleton(
     name_or_path: str | None = None,
     gguf_file: str | None = None,

@@ -198,6 +198,13 @@ def _fetch_gguf(entry: NamedModel) -> Path:
         ) from None
 
 
+def gguf_path(entry: NamedModel = SMOLLM2) -> Path:
+    """The verified GGUF file of a named model (the embedded one by default), fetched if needed
+    (``achilles export --format gguf`` patches a copy of it)."""
+    with _locked(entry, progress=False):
+        return _fetch_gguf(entry)
+
+
 # --------------------------------------------------------------------------------------------------
 # the converted checkpoint
 
