@@ -203,7 +203,7 @@ def test_keystone_ranks_planted_always_active_channel_first():
         model.model.layers[1].mlp.down_proj.bias[5] = 50.0  # active at every position of every prompt
     tok = CharTokenizer()
     ids = tok("a probe text of some length").input_ids
-    ranked = RANKERS["keystone"](
+    ranked = RANKERS["keystone_prompt"](
         model, tok, ids, candidate_modules(model), LocatorConfig(ranking_size=20, progress=False)
     )
     assert (ranked[0].module, ranked[0].channel) == ("model.layers.1.mlp.down_proj", 5)
@@ -238,7 +238,7 @@ def test_locate_accepts_every_ranker(tmp_path):
 
     loaded = LoadedModel(make_tiny_llama(seed=0), CharTokenizer(), "tiny", "tiny")
     text = "the quick brown fox jumps over the lazy dog"
-    for method in ("random", "activation", "gradient", "keystone"):
+    for method in ("random", "activation", "gradient", "keystone_prompt"):
         mask = locate(
             loaded,
             text=text,
@@ -249,3 +249,41 @@ def test_locate_accepts_every_ranker(tmp_path):
         )
         assert mask.locator["method"] == method
         assert mask.ranking and mask.critical.curve
+
+
+# ---------------------------------------------------------------- keystone selection (generated tokens)
+
+
+def test_keystone_selection_keeps_only_channels_top_for_every_type():
+    from lm_eval_achilles.locator.rankers import keystone_selection
+
+    strengths = {  # 10 channels; rho = 0.2 keeps the top 2 of each type
+        "general": {"m": torch.tensor([9.0, 8.0, 7.0, 0, 0, 0, 0, 0, 0, 1.0])},
+        "math": {"m": torch.tensor([1.0, 9.0, 8.0, 0, 0, 0, 0, 0, 0, 0.0])},
+    }
+    s = keystone_selection(strengths, 0.2)["m"]
+    assert torch.nonzero(s).flatten().tolist() == [1]  # channel 1 is in both top-2 sets; 0 and 2 in one only
+    assert s[1] == pytest.approx(8.5)  # cross-task activation: the mean over types
+
+
+def test_keystone_on_the_real_model_reads_generated_tokens(embedded):
+    """The paper's selection on the embedded model: every ranked channel is in the top rho of its module
+    for every prompt type, measured over the generated tokens only; the baselines rank as documented."""
+    from lm_eval_achilles.locator.rankers import KEYSTONE_SELECTION_PROMPTS, generated_strengths
+
+    model, tok = embedded.model, embedded.tokenizer
+    mods = [m for m in candidate_modules(model) if m.endswith("down_proj")]
+    cfg = LocatorConfig(keystone_tokens=6, keystone_fraction=0.05, ranking_size=50, progress=False)
+    ranked = RANKERS["keystone"](model, tok, None, mods, cfg)
+    assert ranked and len(ranked) <= 50
+    strengths, generations = generated_strengths(model, tok, KEYSTONE_SELECTION_PROMPTS, mods, 6)
+    assert all(g[0].strip() for g in generations.values())  # each prompt got an answer
+    for r in ranked:
+        for kind in strengths:
+            col = strengths[kind][r.module]
+            assert col[r.channel] >= col.topk(max(1, round(0.05 * col.numel()))).values[-1]
+    same = RANKERS["same_layer_random"](model, tok, None, mods, cfg)
+    assert {r.module for r in same} <= {r.module for r in ranked}
+    norm = RANKERS["high_norm"](model, tok, None, mods, cfg)
+    w = dict(model.named_modules())[norm[0].module].weight.detach()
+    assert float(w[norm[0].channel].norm()) == pytest.approx(float(w.norm(dim=1).max()), rel=1e-5)

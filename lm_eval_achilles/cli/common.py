@@ -151,7 +151,11 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
         g.add_argument(f"--{flag}", dest=dest, default=argparse.SUPPRESS, **kw)  # absent = the config's
         dests[field or name.replace("-", "_")] = dest
 
-    add("method", help="perturbation (the paper, default), activation, activation_signed, gradient, random, keystone")
+    add(
+        "method",
+        help="perturbation (the paper, default), activation, activation_signed, gradient, random, keystone, "
+        "keystone_prompt, high_norm, same_layer_random",
+    )
     add("text", type=nonempty_str, help="probe text (default: the paper's Bookends paragraph)")
     add("text-file", field="text_file", help="read the probe text from a file")
     add("test-text", type=nonempty_str, help="stage-2 perplexity text (default: the probe text)")
@@ -176,6 +180,18 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
         "of modules (same ranking, one pass of the noisy forwards per group; default: no limit)",
     )
     add("ranking-size", type=positive_int, help=f"ranked entries kept in the mask file (default {d.RANKING_SIZE})")
+    add("keystone-tokens", type=positive_int, help="keystone: new tokens generated per prompt (default 32)")
+    add(
+        "keystone-fraction",
+        type=positive_float,
+        help="keystone: the top fraction rho of each module's channels kept per prompt (default 0.05)",
+    )
+    add(
+        "keystone-prompts",
+        field="prompts_file",
+        help="keystone: a JSON file {capability type: [prompt, ...]} (default: one prompt each for general, "
+        "math, code, multilingual)",
+    )
     add("epsilon", type=positive_float, help=f"threshold in orders of magnitude of PPL (default {d.EPSILON:g})")
     add("step", type=positive_int, help=f"stage-2 step size (default {d.STEP})")
     add("max-steps", type=positive_int, help=f"stage-2 step cap (default {d.MAX_STEPS})")
@@ -215,10 +231,27 @@ def locator_config(args, **settings):
         if "text" in given:
             raise AchillesError(f"give either {flag['text']} or {flag['text_file']}, not both")
         given["text"] = read_text_file(given.pop("text_file"))
+    if "prompts_file" in given:
+        given["prompts"] = read_prompts_file(given.pop("prompts_file"))
     if given.get("max_evals") is not None and not given.get("minimize"):
         raise AchillesError(f"{flag['max_evals']} {given['max_evals']} needs {flag['minimize']}")
     quiet = getattr(args, "quiet", False)
     return LocatorConfig.build(**{"progress": not quiet, **settings, **given})
+
+
+def read_prompts_file(path) -> dict:
+    """``--keystone-prompts FILE``: a JSON object of capability type -> list of prompt texts."""
+    import json
+
+    from lm_eval_achilles.errors import AchillesError
+
+    try:
+        data = json.loads(read_text_file(path))
+    except json.JSONDecodeError as exc:
+        raise AchillesError(f"--keystone-prompts {path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not data or not all(isinstance(v, list) and v for v in data.values()):
+        raise AchillesError(f"--keystone-prompts {path}: expected a JSON object of type -> non-empty list of prompts")
+    return data
 
 
 def read_text_file(path) -> str:

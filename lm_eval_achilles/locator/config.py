@@ -56,6 +56,9 @@ class LocatorConfig:
     modules: str | None = None
     #: keystone ranker only: capability type -> prompt texts (None = the built-in KEYSTONE_PROMPTS)
     prompts: Mapping[str, Sequence[str]] | None = field(default=None, hash=False)  # a dict: compared, not hashed
+    #: keystone ranker only: new tokens generated per prompt, and the top fraction rho kept per module block
+    keystone_tokens: int = 32
+    keystone_fraction: float = 0.05
     #: stage-1 memory budget in bytes (None: no limit); over it, stage 1 runs over groups of modules
     max_memory: int | None = field(default=None, compare=False)
     # ---- stage 2: the search
@@ -95,6 +98,10 @@ class LocatorConfig:
             set_("modules", as_text(self.modules, "modules"))
         if self.prompts is not None:
             set_("prompts", _prompts(self.prompts))
+        set_("keystone_tokens", as_int(self.keystone_tokens, "keystone_tokens", minimum=1))
+        set_("keystone_fraction", as_float(self.keystone_fraction, "keystone_fraction", positive=True))
+        if self.keystone_fraction > 1:
+            raise AchillesError(f"keystone_fraction must be <= 1, got {self.keystone_fraction}")
         if self.max_memory is not None:
             set_("max_memory", as_bytes(self.max_memory, "max_memory"))
         set_("epsilon", as_float(self.epsilon, "epsilon", positive=True))  # nan would never be crossed

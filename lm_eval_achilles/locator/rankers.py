@@ -8,6 +8,7 @@ Every ranker is declared once, with :func:`ranker`, into :data:`RANKERS` (name -
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -236,11 +237,12 @@ def keystone_scores(strengths: dict[str, dict[str, torch.Tensor]]) -> dict[str, 
     return {m: torch.stack([strengths[k][m] for k in kinds]).amin(dim=0) for m in modules}
 
 
-@ranker("keystone")
-def keystone_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
-    """Keystone neurons: this project's reading of "Tiny Brains, Giant Impact" (abstract only, see
-    docs/method.md, "Rankers"): neurons *consistently highly activated across prompts
-    of several capability types*, ranked by cross-task activation strength (:func:`keystone_scores`).
+@ranker("keystone_prompt")
+def keystone_prompt_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
+    """The project's first reading of "Tiny Brains, Giant Impact" (from its abstract alone; ``keystone``
+    follows the fuller description): neurons *consistently highly activated across prompts of several
+    capability types*, read at the prompts' own positions, ranked by cross-task activation strength
+    (:func:`keystone_scores`).
     Prompts: ``cfg.prompts`` (type -> texts) or :data:`KEYSTONE_PROMPTS`; the probe text is added as
     one more type ("probe"). Channel granularity only (positions differ between prompts)."""
     if tokenizer is None:
@@ -251,3 +253,132 @@ def keystone_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) ->
     return rank_scores(
         keystone_scores(keystone_strengths(model, prompts, modules, cfg.progress)), cfg.ranking_size, "channel"
     )
+
+
+#: The keystone selection's prompts: one per capability dimension the paper names (general, math, code,
+#: multilingual), written for this project. ``LocatorConfig.prompts`` replaces them.
+KEYSTONE_SELECTION_PROMPTS: dict[str, list[str]] = {
+    "general": ["Explain in a few sentences why the sky looks blue during the day and red at sunset."],
+    "math": ["A shop sells pencils at 3 for 45 cents. How much do 12 pencils cost? Think step by step."],
+    "code": ["Write a Python function that returns the n-th Fibonacci number, with a short docstring."],
+    "multilingual": ["Traduis en anglais : « La bibliothèque municipale ferme à dix-huit heures le samedi. »"],
+}
+
+
+@torch.no_grad()
+def generated_strengths(model, tokenizer, prompts, modules, tokens: int, progress: bool = False):
+    """Per capability type and module: the mean |activation| of every channel over the tokens the model
+    **generates** for the type's prompts (greedy, ``tokens`` new tokens, the tokenizer's chat template when
+    it has one; the prompt's own positions are not counted), averaged over the type's prompts. Returns ``(strengths, generations)``."""
+    device = input_device(model)
+    total = sum(len(v) for v in prompts.values())
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    generations: dict[str, list[str]] = {}
+    with tqdm(total=total, desc="keystone: generating", disable=not progress, unit="prompt") as bar:
+        for kind, texts in prompts.items():
+            acc: dict[str, torch.Tensor] = {}
+            generations[kind] = []
+            for text in texts:
+                ids = _prompt_ids(tokenizer, text).to(device)
+                full = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id
+                    if tokenizer.pad_token_id is not None
+                    else tokenizer.eos_token_id,
+                )
+                start = ids.shape[1]
+                if full.shape[1] <= start:
+                    raise AchillesError(f"keystone: the model generated nothing for the {kind} prompt")
+                generations[kind].append(tokenizer.decode(full[0, start:], skip_special_tokens=True))
+                acts = _record_outputs(model, modules, lambda full=full: forward(model, True, input_ids=full))
+                for n, a in acts.items():
+                    s = a[0, start:].float().abs().mean(dim=0).cpu()
+                    acc[n] = acc[n] + s if n in acc else s
+                bar.update(1)
+            out[kind] = {n: v / len(texts) for n, v in acc.items()}
+    return out, generations
+
+
+def _prompt_ids(tokenizer, text: str) -> torch.Tensor:
+    """The prompt as the model is asked it: through its chat template when the tokenizer has one (an
+    instruct model answers the question), else the plain text."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt"
+        )
+        return ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+    return tokenizer(text, return_tensors="pt").input_ids
+
+
+def keystone_selection(strengths: dict[str, dict[str, torch.Tensor]], fraction: float) -> dict[str, torch.Tensor]:
+    """The keystone candidates: within each module block, the top ``fraction`` of its channels for
+    *every* prompt type (intersection of the per-type top sets), scored by their cross-task activation
+    (mean over types); every other channel scores 0, so the ranking holds the candidates only."""
+    kinds = list(strengths)
+    modules = [m for m in strengths[kinds[0]] if all(m in strengths[k] for k in kinds)]
+    out = {}
+    for m in modules:
+        stack = torch.stack([strengths[k][m] for k in kinds])  # [types, C]
+        keep = max(1, math.ceil(fraction * stack.shape[1]))
+        top = torch.zeros_like(stack, dtype=torch.bool)
+        top.scatter_(1, stack.topk(keep, dim=1).indices, True)
+        survivors = top.all(dim=0)
+        out[m] = torch.where(survivors, stack.mean(dim=0), torch.zeros_like(stack[0]))
+    return out
+
+
+@ranker("keystone")
+def keystone_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
+    """Keystone neurons, selected as the fuller description of "Tiny Brains, Giant Impact" reads (a public
+    summary of the paper, not its code; docs/method.md, "Rankers"): a few prompts from different
+    capability dimensions; per neuron, its mean |activation| over the tokens the model generates for each
+    prompt (``cfg.keystone_tokens``); within each module block the top ``cfg.keystone_fraction`` per
+    prompt; the intersection over prompts, ranked by cross-task activation. Stage 2 then takes the
+    shortest prefix that collapses the model: the keystone set. The probe text is not used."""
+    if tokenizer is None:
+        raise AchillesError("the keystone ranker needs a tokenizer to encode its prompts")
+    texts = cfg.prompts or KEYSTONE_SELECTION_PROMPTS
+    strengths, _ = generated_strengths(model, tokenizer, texts, modules, cfg.keystone_tokens, cfg.progress)
+    ranked = rank_scores(keystone_selection(strengths, cfg.keystone_fraction), cfg.ranking_size, "channel")
+    if not ranked:
+        raise AchillesError(
+            f"keystone: no channel is in the top {cfg.keystone_fraction:.1%} of its module for every prompt type; "
+            "raise keystone_fraction or use fewer prompt types"
+        )
+    return ranked
+
+
+def high_norm_scores(model, modules) -> dict[str, torch.Tensor]:
+    """The norm of the weights that produce each output channel: a Linear's row (plus its bias), a norm
+    layer's gain; modules without a weight score 0."""
+    named = dict(model.named_modules())
+    out = {}
+    for m in modules:
+        w = getattr(named[m], "weight", None)
+        if not isinstance(w, torch.Tensor):
+            continue
+        w = w.detach().float()
+        score = w.norm(dim=1) if w.dim() == 2 else w.abs()
+        b = getattr(named[m], "bias", None)
+        if isinstance(b, torch.Tensor) and b.shape == score.shape:
+            score = (score**2 + b.detach().float() ** 2).sqrt()
+        out[m] = score.cpu()
+    return out
+
+
+@ranker("high_norm")
+def high_norm_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
+    """Baseline for the keystone set: the channels whose producing weights have the largest norm."""
+    return rank_scores(high_norm_scores(model, modules), cfg.ranking_size, "channel")
+
+
+@ranker("same_layer_random")
+def same_layer_random_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
+    """Baseline for the keystone set: random channels of the modules the keystone candidates sit in
+    (the same layers and module kinds), in a seeded random order."""
+    keystone = keystone_ranker(model, tokenizer, input_ids, modules, cfg)
+    where = list(dict.fromkeys(r.module for r in keystone))
+    return rank_scores(random_scores(model, where, cfg.seed), cfg.ranking_size, "channel")

@@ -9,13 +9,13 @@ from lm_eval_achilles.paper.studies.common import StudyContext, StudyResult, mea
 TITLE = "ranking methods compared: PPL vs number of masked neurons (paper Figure 3)"
 LEVELS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 QUICK_LEVELS = [0, 1, 2, 5, 10]
-METHODS = ["perturbation", "activation", "activation_signed", "gradient", "keystone"]
+METHODS = ["perturbation", "activation", "activation_signed", "gradient", "keystone_prompt"]
 LABELS = {
     "perturbation": "perturbation (paper)",
     "activation": "activation |a| (AM)",
     "activation_signed": "activation signed (AM, authors' code)",
     "gradient": "gradient |dL/da| (GM)",
-    "keystone": "keystone (cross-task)",
+    "keystone_prompt": "keystone (cross-task, prompt positions)",
     "random": "random (mean of trials)",
 }
 
