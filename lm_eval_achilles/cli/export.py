@@ -10,7 +10,8 @@ HELP = "save the masked (folded) model as a normal Hugging Face checkpoint"
 
 def add_arguments(p):
     add_model_arguments(p)
-    p.add_argument("--mask", required=True, help="mask file (achilles-mask/1)")
+    p.add_argument("--mask", default=None, help="mask file (achilles-mask/1)")
+    p.add_argument("--delta", default=None, help="an achilles finetune result to merge first (docs/finetune.md)")
     p.add_argument(
         "--top-n",
         type=non_negative_int,
@@ -42,16 +43,32 @@ def run(args) -> int:
         scale=args.scale,
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
+    delta = _delta(args)
     out = check_output(args.out)
     if out.is_dir() and any(out.iterdir()):
         raise AchillesError(f"--out {out} exists and is not empty; give a new or empty folder")
     loaded = load_from_args(args)
+    delta_info = delta.apply(loaded.model) if delta is not None else None  # the tuned weights, then the mask
     neurons = spec.resolve(loaded)
     fold(loaded.model, neurons, spec.scale)
     loaded.model.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
     provenance = {"exported_from": loaded.name_or_path, **spec.provenance(neurons), "apply": "fold"}
+    if delta_info is not None:
+        provenance["delta"] = delta_info
     write_json_atomic(out / "achilles-export.json", provenance)
     print(f"folded {len(neurons)} neuron(s) ({', '.join(sorted({n.module for n in neurons}))}) into the weights")
     print(f"wrote {out}  (load it with: lm_eval --model hf --model_args pretrained={out})")
     return 0
+
+
+def _delta(args):
+    from lm_eval_achilles.errors import AchillesError
+
+    if args.delta is None:
+        if args.mask is None:
+            raise AchillesError("give --mask (a mask to fold) and/or --delta (a fine-tuned delta to merge)")
+        return None
+    from lm_eval_achilles.finetune.delta import load_delta
+
+    return load_delta(args.delta)

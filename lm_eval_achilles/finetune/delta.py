@@ -175,9 +175,17 @@ class DeltaFile:
         self.check_model(model)
         return RowDelta(model, self.neurons, self.tensors)
 
-    def apply(self, model) -> None:
-        """Merge into ``model`` in place (after checking it is the base model the delta was trained on)."""
+    def apply(self, model) -> dict[str, Any]:
+        """Merge into ``model`` in place (after checking it is the base model the delta was trained on);
+        returns its provenance."""
         self.row_delta(model).merge()
+        return {
+            "delta": str(self.path),
+            "tensors_sha256": self.meta["tensors_sha256"],
+            "n_neurons": len(self.neurons),
+            "trainable_values": self.meta.get("trainable_values"),
+            "steps": self.meta.get("steps"),
+        }
 
 
 def save_delta(out: str | os.PathLike, delta: RowDelta, loaded, info: dict[str, Any]) -> Path:
