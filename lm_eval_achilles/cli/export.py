@@ -57,7 +57,10 @@ def run(args) -> int:
     if delta_info is not None:
         provenance["delta"] = delta_info
     write_json_atomic(out / "achilles-export.json", provenance)
-    print(f"folded {len(neurons)} neuron(s) ({', '.join(sorted({n.module for n in neurons}))}) into the weights")
+    if delta_info is not None:
+        print(f"merged the delta {args.delta} ({delta_info['n_neurons']} fine-tuned neuron(s)) into the weights")
+    if neurons or delta_info is None:
+        print(f"folded {len(neurons)} neuron(s) ({', '.join(sorted({n.module for n in neurons}))}) into the weights")
     print(f"wrote {out}  (load it with: lm_eval --model hf --model_args pretrained={out})")
     return 0
 
