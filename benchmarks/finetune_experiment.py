@@ -134,15 +134,22 @@ def cmd_time(args):
     _write(OUT / "timing.json", out)
 
 
-def _evaluate(loaded, examples, texts, base_logp=None, em=True):
+#: items per split an arm is evaluated on (the base model: all of them); cut to fit the CPU budget
+EVAL_ITEMS = {"test_heldout": 64, "test_in": 32}
+
+
+def _evaluate(loaded, examples, texts, base_logp=None, em=True, splits=None):
     from lm_eval_achilles.locator.perplexity import mean_nll
     from lm_eval_achilles.mask.mask_file import load_mask
     from lm_eval_achilles.mask.masking import masked
 
     model = loaded.model
     res = {}
-    for split in ("test_heldout", "test_in", "validation"):
-        pairs = train.answer_nll(model, loaded.tokenizer, examples[split], batch_size=8)
+    for split in splits if splits is not None else ("test_heldout", "test_in", "validation"):
+        items = (
+            examples[split][: EVAL_ITEMS.get(split, len(examples[split]))] if splits is not None else examples[split]
+        )
+        pairs = train.answer_nll(model, loaded.tokenizer, items, batch_size=8)
         res[split] = [s / n for s, n in pairs]
     ret, kls, logps = [], [], []
     with torch.no_grad():
@@ -263,11 +270,13 @@ def cmd_run(args):
     t0 = time.perf_counter()
     keystone = keystone_neurons(loaded, TOP_N, trainable_modules(loaded.model))
     base_path = arms_dir / "base.json"
-    res, base_logp = _evaluate(loaded, examples, texts, em=not base_path.exists())
-    if not base_path.exists():
+    if base_path.exists():  # only the retention log-probs are needed again (for the KL)
+        res, base_logp = _evaluate(loaded, examples, texts, em=False, splits=())
+    else:
+        res, base_logp = _evaluate(loaded, examples, texts)
         _write(base_path, {"arm": "base", **res, "eval_seconds": time.perf_counter() - t0})
     seeds = [f"random_s{s}" for s in range(args.random_seeds)]
-    arms = ["keystone", *seeds[:1], "lora_r1", "full", *seeds[1:], "lora_r8"]  # most important first
+    arms = ["keystone", *seeds[:1], "full", "lora_r1", *seeds[1:], "lora_r8"]  # most important first
     for arm in arms:
         path = arms_dir / f"{arm}.json"
         if path.exists():
@@ -278,7 +287,7 @@ def cmd_run(args):
         result, n, secs, restore = _train_arm(loaded, arm, neurons, examples["train"], args.steps, chosen[family], opt)
         state = sum(t.numel() for st in opt[0].state.values() for t in st.values() if t.dim() > 0)
         t1 = time.perf_counter()
-        res, _ = _evaluate(loaded, examples, texts, base_logp)
+        res, _ = _evaluate(loaded, examples, texts, base_logp, em=args.em, splits=tuple(EVAL_ITEMS))
         restore()
         record = {
             "arm": arm,
@@ -331,16 +340,17 @@ def cmd_report(args):
             "s_per_step": (r["train_seconds"] / r["steps"]) if a != "base" else None,
         }
         for k in ("test_heldout", "test_in"):
-            row[k] = mean(r[k])
+            n = len(arms[order[0]][k]) if order else len(r[k])  # the items every arm was evaluated on
+            row[k] = mean(r[k][:n])
             if a != "base":
-                t = paired_bootstrap(base[k], r[k], iters=5000, seed=0)
+                t = paired_bootstrap(base[k][:n], r[k][:n], iters=5000, seed=0)
                 row[k + "_ci"] = [t.ci_low, t.ci_high]
         row["retention_nll"] = mean(r["retention_nll"])
         if a != "base":
             t = paired_bootstrap(base["retention_nll"], r["retention_nll"], iters=5000, seed=0)
             row["retention_ci"] = [t.ci_low, t.ci_high]
             row["kl"] = mean(r["kl_from_base"])
-        row["em"] = f"{sum(r['exact_match'])}/{len(r['exact_match'])}"
+        row["em"] = f"{sum(r['exact_match'])}/{len(r['exact_match'])}" if "exact_match" in r else "–"
         row["critical_delta"] = r["critical_set"]["delta"]
         rows.append(row)
         summary[a] = row
@@ -406,6 +416,7 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("--steps", type=int, default=100)
     r.add_argument("--random-seeds", type=int, default=3)
+    r.add_argument("--em", action="store_true", help="greedy exact match for every arm too (slow on CPU)")
     sub.add_parser("report")
     args = p.parse_args()
     {"time": cmd_time, "sweep": cmd_sweep, "run": cmd_run, "report": cmd_report}[args.cmd](args)
