@@ -378,8 +378,31 @@ def cmd_report(args):
             cells.append(cell)
         cells += [f"{r['kl']:.4f}" if "kl" in r else "–", r["em"], f"{r['critical_delta']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    # keystone against each random control, paired by item (same items, same base)
+    versus = {}
+    if "keystone" in arms:
+        lines += [
+            "",
+            "| keystone − control, paired by item | held-out NLL (95% CI) | WikiText+C4+probe NLL (95% CI) "
+            "| KL from base (95% CI) | documents where keystone's KL is larger |",
+            "|---|---|---|---|--:|",
+        ]
+        for a in order:
+            if a == "keystone":
+                continue
+            n = len(arms[a]["test_heldout"])
+            tests = {
+                k: paired_bootstrap(arms[a][k][:n], arms["keystone"][k][:n], iters=5000, seed=0)
+                for k in ("test_heldout", "retention_nll", "kl_from_base")
+            }
+            kk, ka = arms["keystone"]["kl_from_base"], arms[a]["kl_from_base"]
+            larger = sum(x > y for x, y in zip(kk, ka))
+            versus[a] = {k: [t.extra["difference"], t.ci_low, t.ci_high] for k, t in tests.items()}
+            versus[a]["kl_larger_documents"] = [larger, len(kk)]
+            cells = [f"{t.extra['difference']:+.4f} [{t.ci_low:+.4f}, {t.ci_high:+.4f}]" for t in tests.values()]
+            lines.append(f"| keystone − {a} | " + " | ".join(cells) + f" | {larger}/{len(kk)} |")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
-    _write(OUT / "results.json", {"rows": rows})
+    _write(OUT / "results.json", {"rows": rows, "keystone_vs": versus})
     print("\n".join(lines))
 
     plt = pyplot()
@@ -397,8 +420,8 @@ def cmd_report(args):
         ax2.plot(range(1, len(losses) + 1), smooth, color=colors.get(a, "C7"), label=a, lw=1.2)
     ax1.axhline(0, color="k", lw=0.5)
     ax1.axvline(0, color="k", lw=0.5)
-    ax1.set_xlabel("retention drift: Δ NLL on WikiText/C4/probe (lower = better kept)")
-    ax1.set_ylabel("target gain: base − tuned held-out-template answer NLL")
+    ax1.set_xlabel("retention drift: Δ NLL on WikiText/C4/probe (left = kept)")
+    ax1.set_ylabel("target gain: Δ held-out answer NLL (base − tuned)")
     ax1.set_title("gain vs drift (SmolLM2-135M, GSM-Symbolic)")
     ax2.set_xlabel("step")
     ax2.set_ylabel("training loss (answer NLL/token, running mean)")
