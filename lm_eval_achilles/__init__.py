@@ -17,7 +17,7 @@ The public API, in one line each::
 Importing this package is cheap: these names are imported on first use, so torch, transformers and
 lm-eval load only when needed. The package is organised by job (imports flow one way, left to right)::
 
-    models -> mask -> locator -> harness -> comparison -> paper -> cli
+    models -> mask -> locator -> finetune -> harness -> comparison -> paper -> cli
 """
 
 from __future__ import annotations

@@ -107,6 +107,13 @@ def ws(tmp_path, embedded_fingerprint):
     (paths["done"] / "compare" / "comparison.json").write_text("{}")
     paths["emptydir"] = tmp_path / "emptydir"  # a folder with no checkpoint in it
     paths["emptydir"].mkdir()
+    paths["jsonl"] = tmp_path / "train.jsonl"
+    paths["jsonl"].write_text('{"prompt": "1+1?", "answer": "2"}\n')
+    paths["nofield"] = tmp_path / "nofield.jsonl"
+    paths["nofield"].write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": "2+2?"}\n')
+    paths["actfn"] = tmp_path / "actfn.json"
+    paths["actfn"].write_text(json.dumps([["model.layers.3.mlp.act_fn", 5]]))
+    (paths["done"] / "achilles-delta.json").write_text("{}")
     paths["out"] = tmp_path / "out"  # does not exist: a good output path
     paths["missing"] = tmp_path / "missing.json"
     paths["long"] = tmp_path / ("x" * 300 + ".json")  # the OS refuses the name: an OSError
@@ -267,6 +274,33 @@ DEMO = [
     (["demo", "--out", "{file}"], "is an existing file; give a folder"),
     (["demo", "--out", "{done}"], "already holds results of an earlier run (compare/comparison.json)"),
 ]
+_FT = ["finetune", "--data", "{jsonl}", "--steps", "1", "--lr", "1e-3"]
+FINETUNE = [
+    (["finetune", "--data", "{missing}", "--steps", "1", "--lr", "1e-3", "--out", "{out}"], "data file not found"),
+    (["finetune", "--data", "{empty}", "--steps", "1", "--lr", "1e-3", "--out", "{out}"], "is empty (no JSONL lines)"),
+    (
+        ["finetune", "--data", "{malformed}", "--steps", "1", "--lr", "1e-3", "--out", "{out}"],
+        "malformed.json:1: not JSON",
+    ),
+    (["finetune", "--data", "{nofield}", "--steps", "1", "--lr", "1e-3", "--out", "{out}"], "nofield.jsonl:2: missing"),
+    ([*_FT[:4], "0", "--lr", "1e-3", "--out", "{out}"], "--steps: must be >= 1, got '0'"),
+    ([*_FT[:4], "-5", "--lr", "1e-3", "--out", "{out}"], "--steps: must be >= 1, got '-5'"),
+    ([*_FT[:6], "0", "--out", "{out}"], "--lr: must be > 0, got '0'"),
+    ([*_FT[:6], "nan", "--out", "{out}"], "--lr: must be a finite number, got 'nan'"),
+    ([*_FT[:6], "inf", "--out", "{out}"], "--lr: must be a finite number, got 'inf'"),
+    ([*_FT, "--neurons", "{badmod}", "--out", "{out}"], "unknown module 'model.layers.99"),
+    ([*_FT, "--neurons", "{badch}", "--out", "{out}"], "channel 5000 out of range"),
+    ([*_FT, "--neurons", "{actfn}", "--out", "{out}"], "cannot fine-tune neurons of 'model.layers.3.mlp.act_fn'"),
+    ([*_FT, "--neurons", "{other}", "--out", "{out}"], "mask was made for another model"),
+    ([*_FT, "--neurons", "{missing}", "--out", "{out}"], "neuron file not found"),
+    ([*_FT, "--neurons", "critical", "--out", "{out}"], "--neurons critical needs --mask FILE"),
+    ([*_FT, "--modules", "*nothing*", "--out", "{out}"], "no candidate module matches"),
+    ([*_FT, "--out", "{done}"], "already holds results of an earlier run (achilles-delta.json)"),
+    ([*_FT, "--out", "{file}"], "is an existing file; give a folder"),
+    (["export", "--delta", "{missing}", "--out", "{out}"], "delta not found"),
+    (["export", "--out", "{out}"], "give --mask (a mask to fold) and/or --delta"),
+    (["data", "gsm_symbolic", "--out", "{out}", "--train", "-1"], "--train: must be >= 0, got '-1'"),
+]
 GENERAL = [
     (["telepathy"], "invalid choice: 'telepathy'"),
 ]
@@ -292,6 +326,7 @@ CLI_CASES = (
     + STUDY
     + DEMO
     + TRACK
+    + FINETUNE
     + GENERAL
 )
 
@@ -340,6 +375,9 @@ MODEL_ARGS = [
     ("locate=true,locate_noise=10", "unknown model argument 'locate_noise'"),
     ("mask={mask},topn=3", "unknown model argument 'topn'; did you mean top_n?"),
     ("mask={mask},allow_fingerprint_mismatch=perhaps", "allow_fingerprint_mismatch must be true or false"),
+    ("delta=", "delta must not be empty"),
+    ("delta={missing}", "delta not found"),
+    ("delta={mask}", "format must be 'achilles-delta/1'"),
 ]
 
 
@@ -379,6 +417,7 @@ def test_eval_bad_model_args(ws, no_model, capsys):
 
 def _api_cases():
     from lm_eval_achilles.comparison.check import run_check
+    from lm_eval_achilles.finetune.train import TrainConfig
     from lm_eval_achilles.locator.config import LocatorConfig
     from lm_eval_achilles.locator.locate import locate
     from lm_eval_achilles.models.loading import LoadedModel
@@ -405,6 +444,9 @@ def _api_cases():
         ("locate(test_text=' ')", lambda: locate(tiny(), test_text=" "), "test text must not be empty"),
         ("locate(method)", lambda: locate(tiny(), method="x"), "unknown method 'x'"),
         ("locate(modules)", lambda: locate(tiny(), modules="*nothing*"), "no candidate module matches"),
+        ("TrainConfig(steps=0)", lambda: TrainConfig(steps=0, lr=1e-3), "steps must be >= 1"),
+        ("TrainConfig(lr=nan)", lambda: TrainConfig(steps=1, lr=nan), "lr must be a finite number"),
+        ("TrainConfig(lr=-1)", lambda: TrainConfig(steps=1, lr=-1), "lr must be > 0"),
         ("run_check(nan)", lambda: run_check([], {"min_delta": [nan]}, {}), "--min-delta must be a finite number"),
     ]
 

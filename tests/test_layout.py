@@ -1,5 +1,5 @@
-"""The package's layout holds: imports flow one way (models -> mask -> locator -> harness -> comparison ->
-paper -> cli) and no chain of modules imports itself (no import cycle, not even through an import inside
+"""The package's layout holds: imports flow one way (models -> mask -> locator -> finetune -> harness ->
+comparison -> paper -> cli) and no chain of modules imports itself (no import cycle, not even through an import inside
 a function)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import lm_eval_achilles
 
 ROOT = Path(lm_eval_achilles.__file__).parent
-LAYERS = ["models", "mask", "locator", "harness", "comparison", "paper", "cli"]
+LAYERS = ["models", "mask", "locator", "finetune", "harness", "comparison", "paper", "cli"]
 
 
 def _modules():

@@ -12,7 +12,8 @@ HELP = "save the masked (folded) model as a normal Hugging Face checkpoint"
 
 def add_arguments(p):
     add_model_arguments(p)
-    p.add_argument("--mask", required=True, help="mask file (achilles-mask/1)")
+    p.add_argument("--mask", default=None, help="mask file (achilles-mask/1)")
+    p.add_argument("--delta", default=None, help="an achilles finetune result to merge first (docs/finetune.md)")
     p.add_argument(
         "--top-n",
         type=non_negative_int,
@@ -66,16 +67,20 @@ def run(args) -> int:
         scale=args.scale,
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
+    delta = _delta(args)
     out = check_output(args.out)
     if out.is_dir() and any(out.iterdir()):
         raise AchillesError(f"--out {out} exists and is not empty; give a new or empty folder")
     if args.gguf_file:
         gguf_file_path(args.model, args.gguf_file)
+    if delta is not None and (args.format == "gguf" or args.streaming):
+        raise AchillesError("--delta merges into a loaded model: use it without --format gguf and --streaming")
     if args.format == "gguf":
         return _run_gguf(args, spec, out)
     if args.streaming:
         return _run_streaming(args, spec, out)
     loaded = load_from_args(args)
+    delta_info = delta.apply(loaded.model) if delta is not None else None  # the tuned weights, then the mask
     neurons = spec.resolve(loaded)
     model = without_gguf_quantizer(loaded.model)
     fold(model, neurons, spec.scale)
@@ -87,9 +92,14 @@ def run(args) -> int:
         copy_source_files(None, out)
     set_config_dtype(out, str(model.dtype).removeprefix("torch."))
     provenance = {"exported_from": loaded.name_or_path, **spec.provenance(neurons), "apply": "fold"}
+    if delta_info is not None:
+        provenance["delta"] = delta_info
     write_json_atomic(out / "achilles-export.json", provenance)
     make_readable(out)
-    print(f"folded {len(neurons)} neuron(s) ({', '.join(sorted({n.module for n in neurons}))}) into the weights")
+    if delta_info is not None:
+        print(f"merged the delta {args.delta} ({delta_info['n_neurons']} fine-tuned neuron(s)) into the weights")
+    if neurons or delta_info is None:
+        print(f"folded {len(neurons)} neuron(s) ({', '.join(sorted({n.module for n in neurons}))}) into the weights")
     print(f"wrote {out}  (load it with: lm_eval --model hf --model_args pretrained={out})")
     return 0
 
@@ -157,3 +167,15 @@ def _run_gguf(args, spec, out) -> int:
     make_readable(out)
     print(f"folded {len(neurons)} neuron(s) into {len(changed)} GGUF tensor(s); wrote {out / source.name}")
     return 0
+
+
+def _delta(args):
+    from lm_eval_achilles.errors import AchillesError
+
+    if args.delta is None:
+        if args.mask is None:
+            raise AchillesError("give --mask (a mask to fold) and/or --delta (a fine-tuned delta to merge)")
+        return None
+    from lm_eval_achilles.finetune.delta import load_delta
+
+    return load_delta(args.delta)
