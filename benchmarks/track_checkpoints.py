@@ -2,12 +2,15 @@
 
 Writes, under ``--work`` (default /tmp/achilles-track):
 
-- ``ft-50``, ``ft-100``, ``ft-200``: full fine-tuning (AdamW, lr 2e-5, 128-token windows, batch 1) on
-  the packaged sample text (WikiText and C4 samples), checkpoints after 50, 100 and 200 steps;
+- ``ft-25``, ``ft-50``, ``ft-100`` (``--steps``): full fine-tuning (AdamW, lr 2e-5, 128-token windows,
+  batch 1) on the packaged sample text (WikiText and C4 samples), checkpoints along the way;
 - ``rescaled-0.5``: the base model with the critical neuron's weights (row 507 of layer 11's
   ``mlp.down_proj``) multiplied by 0.5;
+- ``gsm-keystone``, ``gsm-lora``, ``gsm-full``: ``achilles finetune`` on GSM-Symbolic word problems
+  (``achilles data gsm_symbolic``) for ``--gsm-steps`` steps, training only the 64 keystone neurons'
+  rows (merged with ``achilles export --delta``), LoRA through peft, and every weight;
 
-then runs ``achilles track`` over base, the three fine-tuning checkpoints and the rescaled copy into
+then runs ``achilles track`` over base, the fine-tuning checkpoints and the rescaled copy into
 ``--out``, and ``achilles check`` of each copy against the base mask with the baseline rules (transfer
 included), writing the check outputs and JUnit files beside the track.
 
@@ -69,6 +72,24 @@ def fine_tune(loaded, steps: list[int], work: Path, lr: float, window: int, seed
     return losses
 
 
+def gsm_arms(work: Path, steps: int) -> list[str]:
+    """The three fine-tuning methods of ``achilles finetune`` on GSM-Symbolic, each a merged checkpoint."""
+    data = work / "gsm"
+    run(achilles("data", "gsm_symbolic", "--out", data))
+    train = data / "gsm_symbolic_train.jsonl"
+    common = ["--data", train, "--steps", steps, "--batch-size", 2, "--quiet"]
+    run(achilles("finetune", "--neurons", "keystone", "--top-n", 64, "--lr", 3e-3, *common, "--out", work / "ks-delta"))
+    run(achilles("export", "--delta", work / "ks-delta", "--out", work / "gsm-keystone"))
+    run(achilles("finetune", "--method", "lora", "--lr", 1e-3, *common, "--out", work / "gsm-lora"))
+    run(achilles("finetune", "--method", "full", "--lr", 1e-5, *common, "--out", work / "gsm-full"))
+    return [str(work / f"gsm-{m}") for m in ("keystone", "lora", "full")]
+
+
+def run(proc: subprocess.CompletedProcess) -> None:
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {proc.args}\n{proc.stderr[-3000:]}")
+
+
 def achilles(*argv) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "lm_eval_achilles.cli", *map(str, argv)]
     print("$ achilles " + " ".join(map(str, argv)), flush=True)
@@ -79,7 +100,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="/tmp/achilles-track")
-    ap.add_argument("--steps", default="50,100,200")
+    ap.add_argument("--steps", default="25,50,100")
+    ap.add_argument("--gsm-steps", type=int, default=10)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--window", type=int, default=128)
     args = ap.parse_args()
@@ -96,9 +118,10 @@ def main() -> int:
     base.tokenizer.save_pretrained(work / "rescaled-0.5")
     del base
     losses = fine_tune(load_model(None, dtype="float32", device="cpu"), steps, work, args.lr, args.window, seed=0)
+    gsm = gsm_arms(work, args.gsm_steps)
     made = time.perf_counter() - t0
 
-    ckpts = ["embedded", *[str(work / f"ft-{s}") for s in steps], str(work / "rescaled-0.5")]
+    ckpts = ["embedded", *[str(work / f"ft-{s}") for s in steps], str(work / "rescaled-0.5"), *gsm]
     t = time.perf_counter()
     r = achilles("track", *ckpts, "--out", out, "--overwrite", "--quiet")
     print(r.stdout[-4000:], r.stderr[-2000:])
@@ -122,6 +145,11 @@ def main() -> int:
             {
                 "command": "python benchmarks/track_checkpoints.py " + " ".join(sys.argv[1:]),
                 "fine_tune": {"lr": args.lr, "window": args.window, "batch": 1, "steps": steps, "final_losses": losses},
+                "gsm_finetune": {
+                    "steps": args.gsm_steps,
+                    "batch": 2,
+                    "lr": {"keystone": 3e-3, "lora": 1e-3, "full": 1e-5},
+                },
                 "seconds": {"make_copies": made, "track": tracked, "total": time.perf_counter() - t0},
                 "checks": checks,
             },

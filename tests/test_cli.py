@@ -182,7 +182,7 @@ def test_demo_loads_the_model_given_with_model(tmp_path, capsys):
     missing = tmp_path / "no-such-model"
     assert main(["demo", "--model", str(missing), "--out", str(tmp_path / "demo"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert f"cannot load model {str(missing)!r}" in err
+    assert f"model folder not found: {missing}" in err
 
 
 def test_abbreviations_are_refused_and_the_hint_names_the_subcommand(tmp_path, capsys):
