@@ -68,6 +68,9 @@ def run(args) -> int:
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
     delta = _delta(args)
+    if args.model is None and spec.mask_file is not None and spec.mask_file.model.name_or_path != "embedded":
+        args.model = spec.mask_file.model.name_or_path  # the model the mask was made for, as `achilles report`
+        print(f"[achilles] --model not given: exporting the mask's model {args.model}")
     out = check_output(args.out)
     if out.is_dir() and any(out.iterdir()):
         raise AchillesError(f"--out {out} exists and is not empty; give a new or empty folder")
