@@ -287,3 +287,39 @@ def test_keystone_on_the_real_model_reads_generated_tokens(embedded):
     norm = RANKERS["high_norm"](model, tok, None, mods, cfg)
     w = dict(model.named_modules())[norm[0].module].weight.detach()
     assert float(w[norm[0].channel].norm()) == pytest.approx(float(w.norm(dim=1).max()), rel=1e-5)
+
+
+# ---------------------------------------------------------------- attribution (beyond the paper)
+
+
+def test_attribution_is_activation_times_gradient_summed_over_positions():
+    from lm_eval_achilles.locator.rankers import attribution_scores, output_gradients, signed_activation_scores
+
+    model = make_tiny_llama(seed=3)
+    ids = ids_of(3, 12)
+    mods = candidate_modules(model)[:6]
+    attr = attribution_scores(model, ids, mods, "channel")
+    pos = attribution_scores(model, ids, mods, "position")
+    acts = signed_activation_scores(model, ids, mods)  # an independent clean forward
+    for m in mods:
+        _a, g = output_gradients(model, ids, [m])[m]
+        torch.testing.assert_close(attr[m], (acts[m] * g).sum(0).abs(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(pos[m], (acts[m] * g).abs(), rtol=1e-5, atol=1e-7)
+
+
+def test_attribution_top_channel_matters_more_than_its_last(embedded):
+    """On the real model, zeroing the channel attribution ranks first raises the probe's loss far more
+    than zeroing the channel it ranks last in the same module."""
+    from lm_eval_achilles.defaults import PROBE_TEXT
+    from lm_eval_achilles.locator.perplexity import evaluate_sets
+    from lm_eval_achilles.locator.rankers import attribution_scores
+    from lm_eval_achilles.mask.mask_file import Neuron
+
+    model, tok = embedded.model, embedded.tokenizer
+    ids = tok(PROBE_TEXT, return_tensors="pt").input_ids
+    ranked = RANKERS["attribution"](model, tok, ids, candidate_modules(model), LocatorConfig(ranking_size=5))
+    top = ranked[0]
+    scores = attribution_scores(model, ids, [top.module])[top.module]
+    low = Neuron(top.module, int(scores.argmin()))
+    base, hi, lo = evaluate_sets(model, ids, [[], [top.neuron], [low]])
+    assert hi - base > 10 * abs(lo - base) and hi - base > 0.1

@@ -138,8 +138,9 @@ def activation_signed_ranker(model, tokenizer, input_ids, modules, cfg: LocatorC
     return rank_scores(signed_activation_scores(model, input_ids, modules), cfg.ranking_size, cfg.granularity)
 
 
-def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
-    """|d loss / d output| per (position, channel) of every module, [T, C] float32.
+def output_gradients(model, input_ids, modules) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per module: its output activation and d loss / d output, each [T, C] float32, from one forward and
+    one backward pass.
 
     loss = mean next-token NLL of the text (d PPL = PPL * d loss, so the ranking by perplexity gradient
     is the same). Every hooked output gets a zero tensor *added* (``out + z``, z a leaf requiring grad)
@@ -150,6 +151,7 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
     ``torch.autograd.grad`` asks only for the z's, so no parameter ``.grad`` is touched."""
     ids = input_ids.to(input_device(model))
     probes: dict[str, torch.Tensor] = {}
+    acts: dict[str, torch.Tensor] = {}
 
     def make(name):
         def hook(_m, _i, output):
@@ -158,6 +160,7 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
                 return None
             z = torch.zeros_like(t, requires_grad=True)
             probes[name] = z
+            acts[name] = t[0].detach()
             return replace_first(output, t + z)
 
         return hook
@@ -170,9 +173,25 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
         grads = torch.autograd.grad(loss, [probes[n] for n in names], allow_unused=True)
     out = {}
     for n, g in zip(names, grads):
-        out[n] = (
-            torch.zeros(probes[n].shape[1:], dtype=torch.float32) if g is None else g[0].detach().float().abs().cpu()
-        )
+        a = acts[n].float().cpu()
+        out[n] = (a, torch.zeros_like(a) if g is None else g[0].detach().float().cpu())
+    return out
+
+
+def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
+    """|d loss / d output| per (position, channel) of every module, [T, C] float32 (:func:`output_gradients`)."""
+    return {n: g.abs() for n, (_a, g) in output_gradients(model, input_ids, modules).items()}
+
+
+def attribution_scores(model, input_ids, modules, granularity: str = "channel") -> dict[str, torch.Tensor]:
+    """Attribution patching: the first-order estimate of how much zeroing a channel changes the probe's
+    loss, from one forward and one backward pass. Zeroing output a moves the loss by about
+    -a · dL/da, so a channel's score is |Σ_t a_t · dL/da_t| over the positions it is zeroed at (channel
+    granularity, [C]), or |a_t · dL/da_t| per position ([T, C])."""
+    out = {}
+    for n, (a, g) in output_gradients(model, input_ids, modules).items():
+        contrib = a * g
+        out[n] = contrib.sum(dim=0).abs() if granularity == "channel" else contrib.abs()
     return out
 
 
@@ -180,6 +199,17 @@ def gradient_scores(model, input_ids, modules) -> dict[str, torch.Tensor]:
 def gradient_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
     """Gradient magnitude (GM): |d loss / d activation| on the probe text, every module its own gradient."""
     return rank_scores(gradient_scores(model, input_ids, modules), cfg.ranking_size, cfg.granularity)
+
+
+@ranker("attribution")
+def attribution_ranker(model, tokenizer, input_ids, modules, cfg: LocatorConfig) -> list[RankedNeuron]:
+    """Attribution patching (beyond the paper): |Σ activation · gradient| on the probe, the linear
+    estimate of each channel's zero-ablation effect on the loss (:func:`attribution_scores`). One forward
+    and one backward pass; memory: the model's activations for the backward pass, plus one [T, C]
+    activation and gradient per candidate module."""
+    return rank_scores(
+        attribution_scores(model, input_ids, modules, cfg.granularity), cfg.ranking_size, cfg.granularity
+    )
 
 
 #: Prompts of several capability types for the keystone ranker (written for this project).
