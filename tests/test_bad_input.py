@@ -216,7 +216,7 @@ EXPORT = [
     (["export", "--streaming", "--dtype", "float32", "--mask", "{mask}", "--out", "{out}"], "drop --dtype"),
     (
         ["export", "--streaming", "--model", "{cmp}", "--mask", "{mask}", "--out", "{out}"],
-        "safetensors weights; {cmp} has none",
+        "{cmp} is a folder without config.json: not a transformers checkpoint",
     ),
 ]
 REPORT = [

@@ -177,7 +177,7 @@ def load_model(
 def gguf_file_path(name_or_path: str | None, gguf_file: str) -> Path | None:
     """The GGUF file ``gguf_file`` inside the local folder ``name_or_path``, checked to exist and to start
     with the GGUF magic, before anything is loaded; None for a hub id (transformers fetches the file)."""
-    base = Path(resolve_pretrained(name_or_path))
+    base = Path(resolve_pretrained(name_or_path, gguf_file))
     if not base.exists():
         return None
     candidate = base / gguf_file
