@@ -32,13 +32,15 @@ def add_arguments(p):
     p.add_argument("--data", required=True, help="JSONL of prompt/answer pairs or chat messages (achilles data)")
     p.add_argument("--steps", type=positive_int, required=True, help="optimizer steps")
     p.add_argument("--lr", type=positive_float, required=True, help="peak learning rate (warm-up, then cosine)")
-    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--batch-size", type=positive_int, default=4, help="sequences per micro-batch")
     p.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    p.add_argument(
+        "--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay (only on the trained values)"
+    )
     p.add_argument("--max-length", type=positive_int, default=512, help="tokens per sequence (longer are cut)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="data order, random neurons, LoRA init")
     p.add_argument("--method", choices=METHODS, default="rows", help="rows = the selected neurons only")
-    p.add_argument("--lora-r", type=positive_int, default=8)
+    p.add_argument("--lora-r", type=positive_int, default=8, help="LoRA rank (--method lora)")
     p.add_argument("--lora-targets", default="q_proj,v_proj", help="module names LoRA adapts")
     p.add_argument("--out", required=True, help="output folder (the delta, or a checkpoint for lora/full)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
