@@ -302,3 +302,12 @@ def test_gsm_symbolic_splits_are_disjoint():
     # the chain of thought ends "#### N" (sometimes written 2400.0 for 2400)
     assert all(float(d["answer"].rsplit("####", 1)[1]) == float(d["final"]) for d in splits["train"])
     assert data.gsm_symbolic({"train": 5}, seed=3) == data.gsm_symbolic({"train": 5}, seed=3)
+
+
+def test_keystone_neurons_come_from_the_keystone_selection(embedded):
+    """``--neurons keystone`` asks the keystone ranker (generated tokens, top rho, intersection) for N neurons."""
+    from lm_eval_achilles.finetune.neurons import keystone_neurons
+
+    mods = [n for n, _ in embedded.model.named_modules() if n.endswith("mlp.down_proj")]
+    got = keystone_neurons(embedded, 8, mods)
+    assert len(got) == 8 and len(set(got)) == 8 and all(n.module in mods for n in got)

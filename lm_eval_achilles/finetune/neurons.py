@@ -101,15 +101,25 @@ def trainable_modules(model: nn.Module, select: str | None = None) -> list[str]:
 
 
 def keystone_neurons(loaded, top_n: int, modules: list[str], text: str | None = None) -> list[Neuron]:
-    """The top ``top_n`` of the package's ``keystone`` ranker (the one call into the locator; update it
-    here when the ranker's interface changes)."""
+    """The top ``top_n`` of the package's ``keystone`` ranker (the one call into the locator). The
+    keystone candidates are the channels in their module's top fraction rho for every prompt; when fewer
+    than ``top_n`` survive at the default rho, rho is doubled until enough do (docs/finetune.md)."""
     from lm_eval_achilles.defaults import PROBE_TEXT
-    from lm_eval_achilles.locator.rankers import RankerConfig, get_ranker
+    from lm_eval_achilles.locator.config import LocatorConfig
+    from lm_eval_achilles.locator.rankers import get_ranker
 
     ids = loaded.tokenizer(text or PROBE_TEXT, return_tensors="pt").input_ids
-    ranking = get_ranker("keystone")(
-        loaded.model, loaded.tokenizer, ids, modules, RankerConfig(k=top_n, progress=False)
-    )
+    cfg = LocatorConfig(ranking_size=max(top_n, 1), progress=False)
+    while True:
+        try:
+            ranking = get_ranker("keystone")(loaded.model, loaded.tokenizer, ids, modules, cfg)
+        except AchillesError:
+            ranking = []
+        if len(ranking) >= top_n or cfg.keystone_fraction >= 1:
+            break
+        cfg = LocatorConfig.build(cfg, keystone_fraction=min(1.0, cfg.keystone_fraction * 2))
+    if len(ranking) < top_n:
+        raise AchillesError(f"only {len(ranking)} keystone candidates in these modules; ask for --top-n {len(ranking)}")
     return [r.neuron for r in ranking[:top_n]]
 
 
