@@ -49,7 +49,7 @@ def test_corrupted_cache_is_not_trusted(tmp_path, monkeypatch):
 def test_unknown_model_path_is_a_clear_error():
     from lm_eval_achilles.models.loading import load_model
 
-    with pytest.raises(AchillesError, match="cannot load model"):
+    with pytest.raises(AchillesError, match="model folder not found: /nonexistent/checkpoint"):
         load_model("/nonexistent/checkpoint", device="cpu")
     with pytest.raises(AchillesError, match="unknown dtype"):
         load_model(None, dtype="float8", device="cpu")

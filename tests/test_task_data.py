@@ -101,7 +101,11 @@ def test_hub_failure_points_to_offline_use(monkeypatch):
 def test_ppl_dataset_selects_and_cuts(embedded_path):
     ds = task_data.load_ppl_dataset("wikitext", data_dir=str(FIXTURES), pretrained=str(embedded_path))["test"]
     assert len(ds) == 4  # headings, blanks and the 50-character line are dropped
-    assert max(ds["ppl_scored"]) == 511  # the long text is cut at 512 tokens
+    assert max(ds["ppl_scored"]) == 146  # the longest sample text is scored whole (146 scored tokens)
+    cut = task_data.load_ppl_dataset(
+        "wikitext", data_dir=str(FIXTURES), pretrained=str(embedded_path), ppl_max_tokens=100
+    )["test"]
+    assert max(cut["ppl_scored"]) == 99  # ... and cut at the token cap when it is longer
     ds = task_data.load_ppl_dataset("c4", data_dir=str(FIXTURES), pretrained=str(embedded_path), ppl_max_docs=2)["test"]
     assert len(ds) == 2
     with pytest.raises(TaskDataError, match="cannot load the tokenizer"):
