@@ -68,6 +68,8 @@ def comparison_bars(rows: Sequence[Mapping], out: str | Path, title: str = "") -
     handles, legend_labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, legend_labels, loc="upper right", ncol=2, fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title, x=0.02, ha="left", fontsize=11)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 70)), x=0.02, ha="left", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return save_figure(fig, out, tight=False)
