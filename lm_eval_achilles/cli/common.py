@@ -17,6 +17,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--revision", default=None, help="hub branch, tag or commit of --model (also written --model ID@REVISION)"
     )
+    add_load_arguments(p)
+
+
+def add_load_arguments(p: argparse.ArgumentParser, device_map: bool = True) -> None:
+    """How a model is loaded: ``--dtype``, ``--device``, ``--device-map`` (optional), ``--trust-remote-code``."""
     p.add_argument(
         "--dtype",
         default="auto",
@@ -24,7 +29,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="auto = the checkpoint's dtype on GPU, float32 on CPU",
     )
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
-    p.add_argument("--device-map", default=None, help="e.g. auto, to spread a large model over several GPUs")
+    if device_map:
+        p.add_argument("--device-map", default=None, help="e.g. auto, to spread a large model over several GPUs")
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow the checkpoint's own model code (transformers)"
     )
@@ -275,6 +281,15 @@ def read_text_file(path) -> str:
 
 def add_overwrite_argument(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+
+
+def model_of_mask(args, mask, verb: str | None = None) -> None:
+    """No ``--model`` given: use the model the mask was made for (the name it records), unless that is
+    the default; ``verb`` ("using", "exporting") says so on the console."""
+    if args.model is None and mask.model.name_or_path != "embedded":
+        args.model = mask.model.name_or_path
+        if verb:
+            print(f"[achilles] --model not given: {verb} the mask's model {args.model}")
 
 
 def check_model_before_loading(args) -> None:

@@ -255,9 +255,8 @@ def run(args) -> int:
         check_output(out, results=[*RESULT_FOLDERS, "comparison.json"], overwrite=args.overwrite)
         mask_path = args.mask
         if mask_path is not None:
-            model_from_mask(args)
+            check_mask_before_running(args)  # with no --model, it takes the mask's own
             model_args = base_model_args(args)
-            check_mask_before_running(args)
         else:
             cfg = locator_config(args)
             check_output(out / "mask.json", "file")
@@ -294,24 +293,12 @@ def judge_of_run(folder, device=None):
     return fluency_judge(model_args, device)
 
 
-def model_from_mask(args) -> None:
-    """No --model with --mask: evaluate the model the mask was located on (its name in the file), as
-    ``achilles report`` does, instead of the default model and a fingerprint refusal."""
-    from pathlib import Path
-
-    from lm_eval_achilles.mask.mask_file import load_mask
-
-    if args.model is None and Path(args.mask).is_file():
-        name = load_mask(args.mask).model.name_or_path
-        if name != "embedded":
-            print(f"[achilles] --model not given: using the mask's model {name}")
-            args.model = name
-
-
 def check_mask_before_running(args) -> None:
     """The mask file, ``--top-n``, ``--scale``, ``--apply`` and the mask against the model (fingerprint,
     module names, channel ranges, from the model's config alone), so a mask made for another model is
-    refused before the original condition is evaluated, not after."""
+    refused before the original condition is evaluated, not after. Without --model, the model the mask
+    was located on is evaluated (as ``achilles report`` and ``export`` do)."""
+    from lm_eval_achilles.cli.common import model_of_mask
     from lm_eval_achilles.harness.model_args import MaskingSpec
     from lm_eval_achilles.models.loading import load_skeleton
 
@@ -322,6 +309,7 @@ def check_mask_before_running(args) -> None:
         apply=args.apply or "hooks",
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
+    model_of_mask(args, spec.mask_file, "using")
     skeleton = load_skeleton(
         args.model, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code, revision=args.revision
     )

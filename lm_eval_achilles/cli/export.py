@@ -5,7 +5,13 @@ transformers 5 wrote them, :mod:`lm_eval_achilles.mask.export`) plus the folded 
 
 from __future__ import annotations
 
-from lm_eval_achilles.cli.common import add_model_arguments, finite_float, load_from_args, non_negative_int
+from lm_eval_achilles.cli.common import (
+    add_model_arguments,
+    finite_float,
+    load_from_args,
+    model_of_mask,
+    non_negative_int,
+)
 
 HELP = "save the masked (folded) model as a normal Hugging Face checkpoint"
 
@@ -68,9 +74,8 @@ def run(args) -> int:
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
     )
     delta = _delta(args)
-    if args.model is None and spec.mask_file is not None and spec.mask_file.model.name_or_path != "embedded":
-        args.model = spec.mask_file.model.name_or_path  # the model the mask was made for, as `achilles report`
-        print(f"[achilles] --model not given: exporting the mask's model {args.model}")
+    if spec.mask_file is not None:
+        model_of_mask(args, spec.mask_file, "exporting")
     out = check_output(args.out)
     if out.is_dir() and any(out.iterdir()):
         raise AchillesError(f"--out {out} exists and is not empty; give a new or empty folder")

@@ -39,11 +39,10 @@ def run(args) -> int:
     loaded = None
     name = None
     if not args.no_model:
-        from lm_eval_achilles.cli.common import load_from_args
+        from lm_eval_achilles.cli.common import load_from_args, model_of_mask
         from lm_eval_achilles.models.loading import fingerprint, weights_digest
 
-        if args.model is None and mask.model.name_or_path != "embedded":
-            args.model = mask.model.name_or_path  # the model the mask was made for
+        model_of_mask(args, mask)  # the model the mask was made for
         loaded = load_from_args(args)
         check_fingerprint(
             mask, fingerprint(loaded.model), args.allow_fingerprint_mismatch, weights_digest(loaded.model)

@@ -3,7 +3,7 @@ moves: one table, one plot (exit 0, 2 bad input)."""
 
 from __future__ import annotations
 
-from lm_eval_achilles.cli.common import add_locator_arguments, add_overwrite_argument
+from lm_eval_achilles.cli.common import add_load_arguments, add_locator_arguments, add_overwrite_argument
 
 HELP = "locate each checkpoint of a series (cached) and tabulate/plot critical-set size, Delta and overlap"
 
@@ -16,14 +16,7 @@ def add_arguments(p):
     )
     p.add_argument("--list", default=None, metavar="FILE", help="read the checkpoints from a file, one per line")
     p.add_argument("--out", required=True, help="output folder: track.md, track.json, track.png, masks/")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16", "float64"],
-        help="auto = the checkpoint's dtype on GPU, float32 on CPU",
-    )
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code")
+    add_load_arguments(p, device_map=False)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_overwrite_argument(p)
     add_locator_arguments(p)

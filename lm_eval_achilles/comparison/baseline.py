@@ -243,16 +243,30 @@ def baseline_lines(
 # --------------------------------------------------------------------------- comparisons
 
 
-def _drops(comparison: dict, task: str, metric: str, flt: str) -> tuple[list, list] | None:
-    """Per-document masked drop (original - masked, or masked - original for lower-is-better) of one
-    metric, from the comparison's two lm-eval folders; None where they cannot be read or are not numbers."""
-    from lm_eval_achilles.comparison.pairing import pair_task
+def _runs(comparison: dict, cache: dict):
+    """The comparison's two lm-eval runs, read once per comparison (None where they cannot be read)."""
     from lm_eval_achilles.comparison.runs import load_run
 
+    key = id(comparison)
+    if key not in cache:
+        try:
+            cache[key] = (load_run(comparison["original"]["folder"]), load_run(comparison["masked"]["folder"]))
+        except (AchillesError, KeyError, TypeError, OSError):
+            cache[key] = None
+    return cache[key]
+
+
+def _drops(runs, task: str, metric: str, flt: str) -> tuple[list, list] | None:
+    """Per-document masked drop (original - masked) of one metric from a comparison's two runs; None where
+    they are missing or the values are not numbers."""
+    from lm_eval_achilles.comparison.pairing import pair_task
+
+    if runs is None:
+        return None
+    o, m = runs
     try:
-        o, m = load_run(comparison["original"]["folder"]), load_run(comparison["masked"]["folder"])
         paired = pair_task(task, o.samples[task], m.samples[task])
-    except (AchillesError, KeyError, TypeError, OSError):
+    except (AchillesError, KeyError, TypeError):
         return None
     for pm in paired:
         if pm.metric == metric and pm.filter == flt:
@@ -269,6 +283,7 @@ def comparison_lines(new: dict, old: dict, specs: Sequence, iters: int = 10_000,
     with a paired bootstrap of the difference of mean drops where both runs scored the same documents."""
     flag = BASELINE_COMPARISON_RULES["max_drop_rise"]
     lines = []
+    loaded: dict = {}  # each comparison's runs, read once for all its rows
     old_rows = {(r["task"], r["metric"], r.get("filter", "none")): r for r in old["rows"]}
     for spec in specs:
         for row in matching_rows(spec, new, flag):
@@ -283,7 +298,7 @@ def comparison_lines(new: dict, old: dict, specs: Sequence, iters: int = 10_000,
             rise = dn - do
             test = ""
             if row.get("scale") != "log10":
-                a, b = _drops(new, *key), _drops(old, *key)
+                a, b = _drops(_runs(new, loaded), *key), _drops(_runs(old, loaded), *key)
                 if a is not None and b is not None:
                     sign = -1.0 if row.get("higher_is_better") is False else 1.0
                     common = sorted(set(a[0]) & set(b[0]), key=str)

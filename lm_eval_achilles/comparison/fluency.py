@@ -28,6 +28,7 @@ import torch
 from lm_eval_achilles.comparison.metrics import score_metric
 from lm_eval_achilles.comparison.pairing import PairedMetric
 from lm_eval_achilles.comparison.runs import Run
+from lm_eval_achilles.models.forward import input_device
 
 #: A response is disfluent when its mean token NLL under the original model exceeds this many nats
 #: (perplexity e^5 ≈ 148; ordinary WikiText scores about 3.7 under the embedded model). Measured on the
@@ -60,7 +61,7 @@ def response_nlls(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size
     are left-padded with position ids from the attention mask, so each scores as if alone; only the
     response positions' logits are computed (``logits_to_keep``). An empty response is scored as the
     end-of-sequence token (the cost of stopping at once)."""
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     encoded = []  # (token ids, how many of the last ones are the response's)

@@ -35,16 +35,9 @@ def read_checkpoint_list(path: str | Path) -> list[str]:
     return entries
 
 
-def looks_local(entry: str) -> bool:
-    """A path the user means as a folder here (``./run/ckpt``, ``/data/x``, ``~/m``, ``C:\\m``, or any
-    name that exists on disk): it must be a folder. Anything else is a named model or a hub id, which
-    only the loader can check."""
-    return entry.startswith((".", "/", "~")) or entry[1:2] == ":" or Path(entry).expanduser().exists()
-
-
 def check_checkpoints(entries: Sequence[str]) -> None:
     """Every entry before any work: at least two, no duplicates, every local folder present."""
-    from lm_eval_achilles.models.loading import split_revision
+    from lm_eval_achilles.models.loading import looks_local, split_revision
     from lm_eval_achilles.models.named import lookup
 
     if len(entries) < 2:

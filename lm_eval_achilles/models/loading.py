@@ -66,14 +66,19 @@ def resolve_pretrained(name_or_path: str | None, gguf_file: str | None = None) -
     return str(name_or_path)
 
 
+def looks_local(name: str) -> bool:
+    """A model or checkpoint the user means as a path here (``./run/ckpt``, ``/data/x``, ``~/m``,
+    ``C:\\m``, or any name that exists on disk); anything else is a named model or a hub id."""
+    return name.startswith((".", "/", "~")) or name[1:2] == ":" or Path(name).expanduser().exists()
+
+
 def check_model_name(name: str, gguf_file: str | None = None) -> None:
     import difflib
 
     from lm_eval_achilles.models.named import NAMED_MODELS
 
     path = Path(name).expanduser()
-    local = name.startswith((".", "/", "~")) or name[1:2] == ":" or path.exists()
-    if local:
+    if looks_local(name):
         if not path.exists():
             raise AchillesError(f"model folder not found: {name}")
         if path.is_dir() and gguf_file is None and not (path / "config.json").is_file():
