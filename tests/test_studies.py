@@ -18,7 +18,7 @@ from lm_eval_achilles.models.loading import LoadedModel
 from lm_eval_achilles.paper.studies import STUDIES, run_study, write_index
 from lm_eval_achilles.paper.studies.common import StudyContext, texts_nll
 from lm_eval_achilles.paper.studies.components import component_groups
-from lm_eval_achilles.paper.studies.subsets import all_subsets, prune_minimal, subset_nlls
+from lm_eval_achilles.paper.studies.subsets import all_subsets, prune_minimal, redraw, subset_nlls
 from lm_eval_achilles.paper.studies.threshold import prefix_sizes
 
 TEXT = "the quick brown fox jumps over the lazy dog and runs far away"
@@ -126,6 +126,16 @@ def test_methods_random_rows_average_trials(study_dir):
     trials = data["random_trials"]["1"]
     assert len(trials) == 2
     assert float(data["random_mean_sd"]["1"][0]) == pytest.approx(sum(trials) / 2)
+
+
+def test_subsets_plot_redraws_from_its_json(study_dir, tmp_path):
+    """The committed subsets.png files are redrawn from their JSON: the redraw reads every key it needs
+    from what the study writes, and replaces the plot."""
+    folder = tmp_path / "subsets"
+    folder.mkdir()
+    (folder / "subsets.json").write_text((study_dir / "subsets" / "subsets.json").read_text())
+    out = redraw(folder / "subsets.json")
+    assert out == folder / "subsets.png" and out.stat().st_size > 1000
 
 
 def test_study_cli_rejects_unknown_name(capsys):

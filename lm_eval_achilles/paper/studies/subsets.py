@@ -3,8 +3,10 @@ critical set by pruning."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
 
 import torch
 
@@ -107,14 +109,7 @@ def run(ctx: StudyContext) -> StudyResult:
     singles = [r for r in data if len(r["subset"]) == 1 and r["probe_delta"] >= ctx.config.epsilon]
     proper = [r for r in collapsing if len(r["subset"]) < len(neurons)]
     plot = "subsets.png"
-    bars(
-        [subset_label(r["subset"], len(neurons)) for r in data],
-        [r["probe_ppl"] for r in data],
-        ctx.out / "subsets" / plot,
-        title="PPL on the probe for every subset (#i = the i-th neuron of the set, listed in the README)",
-        hline=ppl(base_probe) * 10**ctx.config.epsilon,
-        hline_label=f"threshold (Δ = {ctx.config.epsilon})",
-    )
+    draw(data, len(neurons), ppl(base_probe), ctx.config.epsilon, ctx.out / "subsets" / plot)
     legend = [[i, short(n)] for i, n in enumerate(neurons)]
     return StudyResult(
         name="subsets",
@@ -167,6 +162,29 @@ def run(ctx: StudyContext) -> StudyResult:
         ],
         plot=plot,
     )
+
+
+def draw(subsets: list[dict], n: int, baseline_ppl: float, epsilon: float, path) -> None:
+    """The study's plot, drawn from its stored rows (``data["subsets"]`` of subsets.json), so a committed
+    plot can be redrawn without rerunning the study (:func:`redraw`)."""
+    bars(
+        [subset_label(r["subset"], n) for r in subsets],
+        [r["probe_ppl"] for r in subsets],
+        path,
+        title="PPL on the probe for every subset (#i = the i-th neuron of the set, listed in the README)",
+        hline=baseline_ppl * 10**epsilon,
+        hline_label=f"threshold (Δ = {epsilon})",
+    )
+
+
+def redraw(json_path) -> Path:
+    """Redraw subsets.png beside a committed subsets.json with the current plot code."""
+    json_path = Path(json_path)
+    record = json.loads(json_path.read_text())
+    data = record["data"]
+    out = json_path.with_name(record["plot"])
+    draw(data["subsets"], len(data["neurons"]), data["baseline_probe_ppl"], record["meta"]["epsilon"], out)
+    return out
 
 
 def subset_label(subset, n: int) -> str:
