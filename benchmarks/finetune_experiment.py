@@ -332,8 +332,13 @@ def cmd_run(args):
     print("keystone", selection["fraction"], selection["survivors"], selection["per_module_kind"], flush=True)
     _write(OUT / "keystone_selection.json", {**selection, "neurons": [[x.module, x.channel] for x in keystone]})
     base_path = arms_dir / "base.json"
-    if base_path.exists():  # only the retention log-probs are needed again (for the KL)
+    if base_path.exists():  # the retention texts are evaluated again (the KL needs their log-probs)
         res, base_logp = _evaluate(loaded, examples, texts, em=False, splits=())
+        record = json.loads(base_path.read_text())
+        if record["retention_nll"] != res["retention_nll"]:  # the package's sample text changed since
+            print("base retention NLL refreshed:", record["retention_nll"], "->", res["retention_nll"], flush=True)
+            record.update(retention_nll=res["retention_nll"], critical_set=res["critical_set"])
+            _write(base_path, record)
     else:
         res, base_logp = _evaluate(loaded, examples, texts)
         _write(base_path, {"arm": "base", **res, "eval_seconds": time.perf_counter() - t0})
@@ -344,10 +349,12 @@ def cmd_run(args):
     seeds = [f"random_s{s}" for s in range(args.random_seeds)]
     arms = ["keystone", *seeds[:1], "full", "lora_r1", *seeds[1:], "lora_r8"]  # most important first
     arms = [a for a in arms if not args.arms or a in args.arms]
+    trained = []
     for arm in arms:
         path = arms_dir / f"{arm}.json"
         if path.exists():
             continue
+        trained.append(arm)
         family = FAMILY[arm.split("_s")[0] if arm.startswith("random") else arm]
         neurons = _neurons(loaded, arm, keystone)
         opt: list = []
@@ -376,6 +383,8 @@ def cmd_run(args):
         print(
             arm, f"train {secs:.0f}s", f"heldout {sum(res['test_heldout']) / len(res['test_heldout']):.4f}", flush=True
         )
+    if not trained:  # nothing ran in this call: keep the meta of the run that trained the arms
+        return
     meta = {
         "sizes": SIZES,
         "top_n": TOP_N,
@@ -471,8 +480,24 @@ def cmd_report(args):
             versus[a]["kl_larger_documents"] = [larger, len(kk)]
             cells = [f"{t.extra['difference']:+.4f} [{t.ci_low:+.4f}, {t.ci_high:+.4f}]" for t in tests.values()]
             lines.append(f"| keystone − {a} | " + " | ".join(cells) + f" | {larger}/{len(kk)} |")
+    located = {a: (base if a == "base" else arms[a]).get("located") for a in ["base", *order]}
+    located = {a: v for a, v in located.items() if v}
+    if located:
+        lines += [
+            "",
+            "| model | its own critical set: size | neurons | Δ (log10 PPL ratio) | PPL clean → masked "
+            "| the base's neuron? | locate seconds |",
+            "|---|--:|---|--:|---|---|--:|",
+        ]
+        for a, v in located.items():
+            names = ", ".join(f"{m.removeprefix('model.')}:{c}" for m, c in v["neurons"][:4])
+            names += f" (+{len(v['neurons']) - 4} more)" if len(v["neurons"]) > 4 else ""
+            lines.append(
+                f"| {a} | {v['size']} | {names} | {v['delta']:.2f} | {v['baseline_ppl']:.1f} → {v['masked_ppl']:.3g} "
+                f"| {'yes' if v['same_as_base'] else 'no'} | {v['seconds']:.0f} |"
+            )
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
-    _write(OUT / "results.json", {"rows": rows, "keystone_vs": versus})
+    _write(OUT / "results.json", {"rows": rows, "keystone_vs": versus, "located": located})
     print("\n".join(lines))
 
     plt = pyplot()
