@@ -385,6 +385,10 @@ def cmd_run(args):
         )
     if not trained:  # nothing ran in this call: keep the meta of the run that trained the arms
         return
+    old = json.loads((OUT / "run_meta.json").read_text()) if (OUT / "run_meta.json").exists() else {}
+    runs = old.get("runs") or (
+        [{"arms": "earlier run", "seconds": old["total_seconds"]}] if "total_seconds" in old else []
+    )
     meta = {
         "sizes": SIZES,
         "top_n": TOP_N,
@@ -395,7 +399,7 @@ def cmd_run(args):
         "keystone_selection": {k: v for k, v in selection.items() if k != "generations"},
         "retention_texts": [k for k, _ in texts],
         "templates": {k: sorted({d["template"] for d in v}) for k, v in splits.items()},
-        "total_seconds": time.perf_counter() - t0,
+        "runs": [*runs, {"arms": trained, "steps": args.steps, "seconds": time.perf_counter() - t0}],  # one per call
         "torch_threads": torch.get_num_threads(),
     }
     _write(OUT / "run_meta.json", meta)
