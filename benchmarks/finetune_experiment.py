@@ -117,6 +117,64 @@ def _neurons(loaded, arm, keystone):
     return None
 
 
+def keystone_record(loaded, keystone, modules):
+    """The keystone arm's selection settings: prompts, generation length, the fraction rho at which at
+    least TOP_N channels survive the intersection (as keystone_neurons doubles it), and the survivor count."""
+    from lm_eval_achilles.locator.config import LocatorConfig
+    from lm_eval_achilles.locator.rankers import KEYSTONE_SELECTION_PROMPTS, generated_strengths, keystone_selection
+
+    cfg = LocatorConfig()
+    strengths, generations = generated_strengths(
+        loaded.model, loaded.tokenizer, KEYSTONE_SELECTION_PROMPTS, modules, cfg.keystone_tokens
+    )
+    fraction, tried = cfg.keystone_fraction, []
+    while True:
+        survivors = sum(int((v > 0).sum()) for v in keystone_selection(strengths, fraction).values())
+        tried.append([fraction, survivors])
+        if survivors >= TOP_N or fraction >= 1:
+            break
+        fraction = min(1.0, fraction * 2)
+    counts: dict[str, int] = {}
+    for n in keystone:
+        kind = n.module.rsplit(".", 1)[-1]
+        counts[kind] = counts.get(kind, 0) + 1
+    return {
+        "ranker": "keystone",
+        "prompts": KEYSTONE_SELECTION_PROMPTS,
+        "generated_tokens": cfg.keystone_tokens,
+        "fraction_tried_and_survivors": tried,
+        "fraction": fraction,
+        "survivors": tried[-1][1],
+        "top_n": TOP_N,
+        "per_module_kind": counts,
+        "layers": sorted({int(n.module.split(".")[2]) for n in keystone}),
+        "generations": generations,
+    }
+
+
+#: the base model's critical set (results/smollm2-135m-instruct/mask.json): one neuron
+BASE_CRITICAL = [["model.layers.11.mlp.down_proj", 507]]
+
+
+def locate_record(loaded):
+    """The critical set of the model as it is now (default locator settings), and whether it is the base's."""
+    from lm_eval_achilles.locator.locate import locate
+
+    t0 = time.perf_counter()
+    mask = locate(loaded, progress=False)
+    neurons = [[n.module, n.channel] for n in mask.neurons]
+    return {
+        "size": mask.critical.size,
+        "neurons": neurons,
+        "delta": mask.critical.delta,
+        "baseline_ppl": mask.critical.baseline_ppl,
+        "masked_ppl": mask.critical.masked_ppl,
+        "stopping_reason": mask.critical.stopping_reason,
+        "same_as_base": neurons == BASE_CRITICAL,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def cmd_time(args):
     loaded = _load()
     examples, _ = _data()
@@ -268,19 +326,35 @@ def cmd_run(args):
     arms_dir = OUT / "arms"
     chosen = json.loads((OUT / "sweep.json").read_text())["_chosen"]
     t0 = time.perf_counter()
-    keystone = keystone_neurons(loaded, TOP_N, trainable_modules(loaded.model))
+    modules = trainable_modules(loaded.model)
+    keystone = keystone_neurons(loaded, TOP_N, modules)
+    selection = keystone_record(loaded, keystone, modules)
+    print("keystone", selection["fraction"], selection["survivors"], selection["per_module_kind"], flush=True)
+    _write(OUT / "keystone_selection.json", {**selection, "neurons": [[x.module, x.channel] for x in keystone]})
     base_path = arms_dir / "base.json"
-    if base_path.exists():  # only the retention log-probs are needed again (for the KL)
+    if base_path.exists():  # the retention texts are evaluated again (the KL needs their log-probs)
         res, base_logp = _evaluate(loaded, examples, texts, em=False, splits=())
+        record = json.loads(base_path.read_text())
+        if record["retention_nll"] != res["retention_nll"]:  # the package's sample text changed since
+            print("base retention NLL refreshed:", record["retention_nll"], "->", res["retention_nll"], flush=True)
+            record.update(retention_nll=res["retention_nll"], critical_set=res["critical_set"])
+            _write(base_path, record)
     else:
         res, base_logp = _evaluate(loaded, examples, texts)
         _write(base_path, {"arm": "base", **res, "eval_seconds": time.perf_counter() - t0})
+    if args.locate and "located" not in json.loads(base_path.read_text()):
+        record = json.loads(base_path.read_text())
+        record["located"] = locate_record(loaded)
+        _write(base_path, record)
     seeds = [f"random_s{s}" for s in range(args.random_seeds)]
     arms = ["keystone", *seeds[:1], "full", "lora_r1", *seeds[1:], "lora_r8"]  # most important first
+    arms = [a for a in arms if not args.arms or a in args.arms]
+    trained = []
     for arm in arms:
         path = arms_dir / f"{arm}.json"
         if path.exists():
             continue
+        trained.append(arm)
         family = FAMILY[arm.split("_s")[0] if arm.startswith("random") else arm]
         neurons = _neurons(loaded, arm, keystone)
         opt: list = []
@@ -288,6 +362,8 @@ def cmd_run(args):
         state = sum(t.numel() for st in opt[0].state.values() for t in st.values() if t.dim() > 0)
         t1 = time.perf_counter()
         res, _ = _evaluate(loaded, examples, texts, base_logp, em=args.em, splits=tuple(EVAL_ITEMS))
+        if args.locate:
+            res["located"] = locate_record(loaded)
         restore()
         record = {
             "arm": arm,
@@ -307,6 +383,12 @@ def cmd_run(args):
         print(
             arm, f"train {secs:.0f}s", f"heldout {sum(res['test_heldout']) / len(res['test_heldout']):.4f}", flush=True
         )
+    if not trained:  # nothing ran in this call: keep the meta of the run that trained the arms
+        return
+    old = json.loads((OUT / "run_meta.json").read_text()) if (OUT / "run_meta.json").exists() else {}
+    runs = old.get("runs") or (
+        [{"arms": "earlier run", "seconds": old["total_seconds"]}] if "total_seconds" in old else []
+    )
     meta = {
         "sizes": SIZES,
         "top_n": TOP_N,
@@ -314,9 +396,10 @@ def cmd_run(args):
         "max_new_tokens": MAX_NEW,
         "lr": chosen,
         "keystone": [[x.module, x.channel] for x in keystone],
+        "keystone_selection": {k: v for k, v in selection.items() if k != "generations"},
         "retention_texts": [k for k, _ in texts],
         "templates": {k: sorted({d["template"] for d in v}) for k, v in splits.items()},
-        "total_seconds": time.perf_counter() - t0,
+        "runs": [*runs, {"arms": trained, "steps": args.steps, "seconds": time.perf_counter() - t0}],  # one per call
         "torch_threads": torch.get_num_threads(),
     }
     _write(OUT / "run_meta.json", meta)
@@ -401,8 +484,24 @@ def cmd_report(args):
             versus[a]["kl_larger_documents"] = [larger, len(kk)]
             cells = [f"{t.extra['difference']:+.4f} [{t.ci_low:+.4f}, {t.ci_high:+.4f}]" for t in tests.values()]
             lines.append(f"| keystone − {a} | " + " | ".join(cells) + f" | {larger}/{len(kk)} |")
+    located = {a: (base if a == "base" else arms[a]).get("located") for a in ["base", *order]}
+    located = {a: v for a, v in located.items() if v}
+    if located:
+        lines += [
+            "",
+            "| model | its own critical set: size | neurons | Δ (log10 PPL ratio) | PPL clean → masked "
+            "| the base's neuron? | locate seconds |",
+            "|---|--:|---|--:|---|---|--:|",
+        ]
+        for a, v in located.items():
+            names = ", ".join(f"{m.removeprefix('model.')}:{c}" for m, c in v["neurons"][:4])
+            names += f" (+{len(v['neurons']) - 4} more)" if len(v["neurons"]) > 4 else ""
+            lines.append(
+                f"| {a} | {v['size']} | {names} | {v['delta']:.2f} | {v['baseline_ppl']:.1f} → {v['masked_ppl']:.3g} "
+                f"| {'yes' if v['same_as_base'] else 'no'} | {v['seconds']:.0f} |"
+            )
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
-    _write(OUT / "results.json", {"rows": rows, "keystone_vs": versus})
+    _write(OUT / "results.json", {"rows": rows, "keystone_vs": versus, "located": located})
     print("\n".join(lines))
 
     plt = pyplot()
@@ -440,6 +539,8 @@ def main():
     r.add_argument("--steps", type=int, default=100)
     r.add_argument("--random-seeds", type=int, default=3)
     r.add_argument("--em", action="store_true", help="greedy exact match for every arm too (slow on CPU)")
+    r.add_argument("--locate", action="store_true", help="locate each tuned model's critical set (default settings)")
+    r.add_argument("--arms", nargs="*", help="only these arms (default: all, most important first)")
     sub.add_parser("report")
     args = p.parse_args()
     {"time": cmd_time, "sweep": cmd_sweep, "run": cmd_run, "report": cmd_report}[args.cmd](args)
