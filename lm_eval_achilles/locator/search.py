@@ -135,14 +135,17 @@ def doublings(count: int) -> list[int]:
 
 
 def non_monotone(points: dict[int, float], delta_of, epsilon: float, tolerance: float = MONOTONE_TOLERANCE) -> str:
-    """Why the measured points are not a monotone curve ("" when they are): a prefix below epsilon after a
-    shorter one crossed, or a Delta more than ``tolerance`` x epsilon below a shorter prefix's."""
-    top, top_at, crossed = 0.0, 0, None
+    """Why the measured points are not a monotone curve, as far as the answer can tell ("" when they are):
+    a prefix below epsilon after a shorter one crossed, or a prefix below epsilon whose Delta is more than
+    ``tolerance`` x epsilon below a shorter prefix's (where the curve fell once, an unmeasured prefix may
+    cross and fall back). Past the crossing, ups and downs that stay above epsilon are the phase
+    transition's, not a sign against the answer: not counted."""
+    top, top_at, crossed = -math.inf, 0, None  # among masked prefixes (a dip below the baseline is no sign)
     for i in sorted(points):
         d = delta_of(points[i])
         if crossed is not None and d < epsilon:
             return f"prefix {i} is below epsilon (Delta {d:.3g}) after prefix {crossed} crossed"
-        if top - d > tolerance * epsilon:
+        if d < epsilon and top - d > tolerance * epsilon:
             return f"Delta falls from {top:.3g} at prefix {top_at} to {d:.3g} at prefix {i}"
         if d >= epsilon and crossed is None:
             crossed = i
@@ -310,16 +313,18 @@ def greedy_search(
 
 def announcement(search: str, count: int, batch_size: int, epsilon: float) -> str:
     """The line stage 2 prints before it starts: what it will do, and what a long walk costs."""
+    walk = f"{math.ceil(count / batch_size)} batched forwards, minutes on a CPU"
     if search == "galloping":
         return (
             f"stage 2: galloping search over up to {count} prefixes (sizes 1, 2, 4, ... until Delta >= {epsilon:g}, "
-            f"then bisection; {batch_size} per batched forward)"
+            f"then bisection; {batch_size} per batched forward). If the measured curve is not monotone it walks "
+            f"linearly below the crossing (all {count} prefixes when none crosses: {walk}; --max-steps caps that)"
         )
     line = f"stage 2: linear search over up to {count} prefixes, {batch_size} per batched forward, to the first with Delta >= {epsilon:g}"
     if count > 8 * batch_size:
         line += (
-            f"; a model with no critical set walks all of them ({math.ceil(count / batch_size)} forwards, "
-            "minutes on a CPU): --search galloping or a lower --max-steps is cheaper"
+            f"; a model with no critical set walks all of them ({walk}): a lower --max-steps is cheaper, and "
+            "--search galloping is where the curve is monotone"
         )
     return line
 
