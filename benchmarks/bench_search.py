@@ -32,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 def committed_masks() -> list[Path]:
     out = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True, check=True)
-    names = [n for n in out.stdout.split() if n.endswith(".json") and ("mask" in Path(n).name or "/masks/" in n)]
+    names = [
+        n for n in out.stdout.split() if n.endswith(".json") and (Path(n).name.startswith("mask") or "/masks/" in n)
+    ]
     return [ROOT / n for n in sorted(names)]
 
 
