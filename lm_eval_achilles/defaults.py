@@ -10,6 +10,10 @@ EPSILON = 1.0
 STEP = 1
 #: Stage 2 stops after this many steps (the authors' code caps at 1000).
 MAX_STEPS = 1000
+#: How stage 2 walks the prefixes: "galloping" (sizes 1, 2, 4, ... then bisection; the paper's answer
+#: whenever the curve is monotone, docs/method.md) or "linear" (the paper's one step at a time).
+SEARCH = "galloping"
+SEARCHES = ("galloping", "linear")
 SEED = 42
 #: Noisy samples per forward pass in stage 1 (does not change the ranking's meaning, only the noise chunks).
 STAGE1_BATCH_SIZE = 25

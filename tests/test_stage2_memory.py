@@ -62,6 +62,7 @@ def _alone(model, neurons):
 
 
 def test_search_evaluates_each_distinct_set_once_and_uses_the_batch_size(tiny_llama):
+    """The linear walk (every prefix measured): batching, each distinct set once, the memo."""
     downs = candidate_modules(tiny_llama, "*down_proj")
     a, b, c, d = (Neuron(downs[0], 0), Neuron(downs[0], 1), Neuron(downs[1], 2), Neuron(downs[1], 3))
     # as a position-granularity ranking gives it: channels repeated at several positions
@@ -69,7 +70,9 @@ def test_search_evaluates_each_distinct_set_once_and_uses_the_batch_size(tiny_ll
     base = _alone(tiny_llama, [])
     memo: dict = {}
     with _Rows(tiny_llama) as seen:
-        res = greedy_search(tiny_llama, IDS, ranking, epsilon=100.0, batch_size=3, progress=False, memo=memo)
+        res = greedy_search(
+            tiny_llama, IDS, ranking, epsilon=100.0, batch_size=3, progress=False, memo=memo, search="linear"
+        )
     # 4 distinct sets ({a}, {a,b}, {a,b,c}, {a,b,c,d}) in forwards of at most 3 rows, and the baseline
     assert seen.rows[0] == 1 and sorted(seen.rows[1:]) == [1, 3] and res.stopping_reason == "ranking_exhausted"
     assert len(memo) == 4
@@ -80,11 +83,13 @@ def test_search_evaluates_each_distinct_set_once_and_uses_the_batch_size(tiny_ll
     assert curve[1] == curve[2] and curve[5] == curve[6] == curve[7]
     # a second search on the same text reuses the memo: only the baseline is computed
     with _Rows(tiny_llama) as again:
-        res2 = greedy_search(tiny_llama, IDS, ranking, epsilon=100.0, batch_size=3, progress=False, memo=memo)
+        res2 = greedy_search(
+            tiny_llama, IDS, ranking, epsilon=100.0, batch_size=3, progress=False, memo=memo, search="linear"
+        )
     assert again.rows == [1] and res2.curve == res.curve
     # the crossing is where the re-measured Delta first reaches epsilon
     eps = max(delta(curve[n], base) for n in prefixes) * 0.999
-    res3 = greedy_search(tiny_llama, IDS, ranking, epsilon=eps, batch_size=3, progress=False)
+    res3 = greedy_search(tiny_llama, IDS, ranking, epsilon=eps, batch_size=3, progress=False, search="linear")
     assert res3.size == min(n for n in prefixes if delta(_alone(tiny_llama, prefixes[n]), base) >= eps)
 
 

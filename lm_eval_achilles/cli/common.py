@@ -203,6 +203,13 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
     add("max-steps", type=positive_int, help=f"stage-2 step cap (default {d.MAX_STEPS})")
     add("scale", type=finite_float, help="stage 2 multiplies masked channels by this (beta, default 0)")
     add(
+        "search",
+        choices=list(d.SEARCHES),
+        help="how stage 2 walks the prefixes: galloping (sizes 1, 2, 4, ... then bisection: the paper's answer "
+        f"whenever the curve is monotone, checked, in about log2(--max-steps) prefixes) or linear (the paper's "
+        f"one step at a time; default {d.SEARCH})",
+    )
+    add(
         "search-batch-size",
         type=positive_int,
         help=f"masked sets per batched forward in stage 2 (default {d.SEARCH_BATCH_SIZE})",

@@ -49,5 +49,8 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
         )
         for i, n in enumerate(m.neurons, 1):
             print(f"  {i:>3}  {n.module:<40} {n.channel:>7}")
+    spent = f", {c.forward_passes} batched forwards" if c.forward_passes is not None else ""
+    shape = {True: ", curve monotone where measured", False: f"; {c.note}"}.get(c.monotone, "")
+    print(f"search     {loc.search} over {loc.max_steps} steps at most{spent}{shape}")
     print("curve      " + "  ".join(f"{int(n)}:{fmt(p)}" for n, p in c.curve))
     print(f"wrote      {path}")

@@ -50,8 +50,10 @@ BASELINE_RULES = {
 }
 BASELINE_COMPARISON_RULES = {"max_drop_rise": "--max-drop-rise"}
 
-#: Settings that do not change which set is found (how many entries the file keeps, how sets are batched).
-NEUTRAL_SETTINGS = ("ranking_size", "search_batch_size", "max_evals")
+#: Settings that do not change which set is found (how many entries the file keeps, how sets are batched;
+#: ``search``: the galloping walk returns the linear walk's prefix on a monotone curve and falls back to the
+#: linear walk where the points it measured are not monotone, docs/method.md).
+NEUTRAL_SETTINGS = ("ranking_size", "search_batch_size", "max_evals", "search")
 
 
 def settings_differences(new: MaskFile, old: MaskFile) -> dict[str, tuple]:

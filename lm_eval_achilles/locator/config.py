@@ -14,7 +14,8 @@ Three groups of settings (docs/method.md gives the meaning of each):
   ``modules`` (candidate filter), ``prompts`` (keystone ranker), ``max_memory`` (stage 1's memory
   budget in bytes: over it, stage 1 runs over groups of modules, with the same ranking);
 - stage 2, the search: ``test_text``, ``epsilon``, ``step``, ``max_steps``, ``scale`` (beta),
-  ``search_batch_size`` (masked sets per batched forward);
+  ``search_batch_size`` (masked sets per batched forward), ``search`` (``galloping`` or the paper's
+  ``linear`` walk over the prefixes; files written before it existed were linear and load so);
 - ``minimize`` and its budget ``max_evals`` (candidate sets; default ``defaults.MAX_EVALS``, None: no limit).
 
 ``progress`` (progress bars) and ``max_memory`` are not settings of the result (the ranking is the same
@@ -68,6 +69,7 @@ class LocatorConfig:
     max_steps: int = defaults.MAX_STEPS
     scale: float = 0.0
     search_batch_size: int = defaults.SEARCH_BATCH_SIZE
+    search: str = defaults.SEARCH  # "galloping" or "linear" (the paper's walk)
     # ---- after stage 2
     minimize: bool = False
     max_evals: int | None = defaults.MAX_EVALS  # None: no limit
@@ -109,6 +111,8 @@ class LocatorConfig:
         set_("max_steps", as_int(self.max_steps, "max_steps", minimum=1))
         set_("scale", as_float(self.scale, "scale"))
         set_("search_batch_size", as_int(self.search_batch_size, "search_batch_size", minimum=1))
+        if self.search not in defaults.SEARCHES:
+            raise AchillesError(f"unknown search {self.search!r}; choose {' or '.join(defaults.SEARCHES)}")
         set_("minimize", as_bool(self.minimize, "minimize"))
         if self.max_evals is not None:
             set_("max_evals", as_int(self.max_evals, "max_evals", minimum=1))
@@ -174,8 +178,11 @@ class LocatorConfig:
     def from_record(cls, record: Mapping[str, Any], **settings) -> LocatorConfig:
         """The settings a mask file records. Keys that are facts of the run, not settings (``dtype``,
         ``probe_tokens``, ``samples_used`` ...), are ignored; a missing key takes its default (older
-        files), so a file reads back to the config that wrote it."""
+        files), so a file reads back to the config that wrote it. The one exception is ``search``: files
+        written before it existed were searched by the linear walk, so they read back as ``linear``,
+        whatever today's default."""
         known = {k: v for k, v in record.items() if k in cls.names() and k not in RUNTIME_FIELDS}
+        known.setdefault("search", "linear")
         if known.get("max_evals") is not None and not known.get("minimize"):
             known["minimize"] = True
         return cls.build(**known, **settings)

@@ -20,7 +20,7 @@ from lm_eval_achilles.locator import perturbation as p
 from lm_eval_achilles.locator.candidates import candidate_modules
 from lm_eval_achilles.locator.config import LocatorConfig
 from lm_eval_achilles.locator.minimize import minimize as minimize_set
-from lm_eval_achilles.locator.perplexity import encode
+from lm_eval_achilles.locator.perplexity import encode, evaluate_sets
 from lm_eval_achilles.locator.rankers import get_ranker
 from lm_eval_achilles.locator.search import SearchResult, search_ranking
 from lm_eval_achilles.mask.mask_file import Critical, MaskFile, Minimal, ModelInfo, RankedNeuron
@@ -148,11 +148,20 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
 
 def minimal_set(model, test_ids, result: SearchResult, ranking, cfg: LocatorConfig, memo=None) -> Minimal:
     """Run :func:`~lm_eval_achilles.locator.minimize.minimize` from the critical prefix of ``result``;
-    at step 1 and channel granularity the stage-2 curve orders its first step and seeds its memo."""
-    curve = cfg.step == 1 and cfg.granularity == "channel"
-    nlls = [nll for _, nll in result.curve] if curve else None
-    if nlls is not None and [n for n, _ in result.curve] != list(range(len(result.curve))):
-        nlls = None
+    at step 1 and channel granularity the stage-2 curve (every prefix 0..size) orders its first step and
+    seeds its memo. The galloping search measures only some of those prefixes: the others are evaluated
+    here (size / search_batch_size forwards, once; the memo knows the rest)."""
+    nlls = None
+    if cfg.step == 1 and cfg.granularity == "channel":
+        measured = dict(result.curve)
+        missing = [n for n in range(1, result.size + 1) if n not in measured]
+        if missing:
+            neurons = [r.neuron for r in ranking]
+            sets = [neurons[:n] for n in missing]
+            measured.update(
+                zip(missing, evaluate_sets(model, test_ids, sets, cfg.scale, cfg.search_batch_size, memo=memo))
+            )
+        nlls = [measured[n] for n in range(result.size + 1)]
     res = minimize_set(
         model,
         test_ids,

@@ -61,6 +61,12 @@ class Critical:
     delta: float
     curve: list[list[float]] = field(default_factory=list)  # [[n, ppl], ...]
     stopping_reason: str = "threshold"
+    #: batched forwards of masked sets stage 2 spent (None: a file written before it was recorded)
+    forward_passes: int | None = None
+    #: the galloping search only: whether the points it measured were monotone (False: it fell back to the
+    #: linear walk below the crossing, and ``note`` says where); None for the linear walk
+    monotone: bool | None = None
+    note: str = ""
 
 
 @dataclass
@@ -127,6 +133,7 @@ class MaskFile:
         for key in ("baseline_ppl", "masked_ppl", "delta"):
             crit[key] = json_safe(float(crit[key]))
         crit["curve"] = [[int(n), json_safe(float(p))] for n, p in self.critical.curve]
+        crit = {k: v for k, v in crit.items() if not (k in ("forward_passes", "monotone", "note") and v in (None, ""))}
         return {
             "format": self.format,
             "model": {k: v for k, v in asdict(self.model).items() if v is not None},
@@ -207,6 +214,7 @@ def mask_from_json(data: Any, source: str = "mask") -> MaskFile:
         delta=_need(c, "delta", float, f"{source}: critical"),
         curve=curve,
         stopping_reason=str(c.get("stopping_reason", "threshold")),
+        **_optional(c, (("forward_passes", int), ("monotone", bool), ("note", str)), f"{source}: critical"),
     )
     neurons = [_neuron(e, f"{source}: neurons[{i}]") for i, e in enumerate(_need(data, "neurons", list, source))]
     if not neurons and not ranking:
@@ -215,21 +223,27 @@ def mask_from_json(data: Any, source: str = "mask") -> MaskFile:
     return MaskFile(model=model, locator=locator, ranking=ranking, critical=critical, neurons=neurons, minimal=minimal)
 
 
+def _optional(block: dict, keys, where: str) -> dict[str, Any]:
+    """The optional keys of a block that are present (and not null), type-checked like the required ones."""
+    return {key: _need(block, key, kind, where) for key, kind in keys if block.get(key) is not None}
+
+
 def _minimal(m: Any, where: str) -> Minimal:
     """The optional ``minimal`` block: required keys checked like ``critical``'s, the rest defaulted."""
     entries = _need(m, "neurons", list, where)
     if not entries:
         raise AchillesError(f"{where}: neurons is empty")
-    optional: dict[str, Any] = {}
-    for key, kind in (
-        ("sets_evaluated", int),
-        ("verified_minimal", bool),
-        ("stopping_reason", str),
-        ("seconds", float),
-        ("start_size", int),
-    ):
-        if key in m:
-            optional[key] = _need(m, key, kind, where)
+    optional = _optional(
+        m,
+        (
+            ("sets_evaluated", int),
+            ("verified_minimal", bool),
+            ("stopping_reason", str),
+            ("seconds", float),
+            ("start_size", int),
+        ),
+        where,
+    )
     return Minimal(
         neurons=[_neuron(e, f"{where}: neurons[{i}]") for i, e in enumerate(entries)],
         delta=_need(m, "delta", float, where),
