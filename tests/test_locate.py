@@ -134,7 +134,8 @@ def test_position_granularity_counts_like_the_paper(tiny_llama):
     )
     assert [(r.module, r.position, r.channel) for r in ranking[:40]] == [(modules[i], t, c) for _, i, t, c in flat[:40]]
     # channels repeat across positions, so a prefix of n entries masks <= n distinct channels
-    result = greedy_search(tiny_llama, ids, [r.neuron for r in ranking], epsilon=1e9, max_steps=30, progress=False)
+    neurons = [r.neuron for r in ranking]
+    result = greedy_search(tiny_llama, ids, neurons, epsilon=1e9, max_steps=30, search="linear", progress=False)
     assert result.stopping_reason == "max_steps_reached"
     assert [n for n, _ in result.curve] == list(range(31))
 
