@@ -224,8 +224,8 @@ def mask_from_json(data: Any, source: str = "mask") -> MaskFile:
 
 
 def _optional(block: dict, keys, where: str) -> dict[str, Any]:
-    """The optional keys of a block that are present (and not null), type-checked like the required ones."""
-    return {key: _need(block, key, kind, where) for key, kind in keys if block.get(key) is not None}
+    """The optional keys of a block that are present, type-checked like the required ones (a null is refused)."""
+    return {key: _need(block, key, kind, where) for key, kind in keys if key in block}
 
 
 def _minimal(m: Any, where: str) -> Minimal:
