@@ -199,17 +199,14 @@ def test_incremental_stage1_draws_the_fixed_k_noise_stream(tiny_llama):
         torch.testing.assert_close(inc[m], fixed[m], rtol=1e-6, atol=1e-6)
 
 
-def test_add_until_stable_stops_on_an_unchanged_top(tiny_llama):
-    from lm_eval_achilles.locator import perturbation as p
+def test_outcome_stable_needs_the_same_found_set_at_successive_looks():
+    from lm_eval_achilles.locator.perturbation import outcome_stable
 
-    ids = torch.tensor([[5, 9, 13, 2, 40, 33, 7]])
-    state = p.Perturbation(tiny_llama, ids, candidate_modules(tiny_llama), seed=3, batch_size=25, cap=100)
-    history: list = []
-    stable = state.add_until_stable(history, 1, "channel")
-    if stable:  # the top entry was the same at the last three looks, and at least AUTO_MIN samples are in
-        assert state.samples >= p.AUTO_MIN and history[-1][1][:1] == history[-2][1][:1] == history[-3][1][:1]
-        assert state.samples % p.AUTO_CHECK == 0 and len(history) == state.samples // p.AUTO_CHECK
-    else:
-        assert state.samples == 100
-    # a top beyond what the looks record can never be called stable: it runs to the cap
-    assert state.add_until_stable(history, p.AUTO_KEEP + 1, "channel") is False and state.samples == 100
+    a, b = frozenset({("L1", 3)}), frozenset({("L1", 3), ("L2", 5)})
+    assert outcome_stable([(10, a), (20, a)], min_samples=20, agree=2)
+    assert not outcome_stable([(10, a), (20, b)], min_samples=20, agree=2)  # the set changed
+    assert not outcome_stable([(10, a), (20, a)], min_samples=30, agree=2)  # too few samples yet
+    assert not outcome_stable([(10, None), (20, None)], min_samples=20, agree=2)  # "none found" never settles
+    assert not outcome_stable([(20, a)], min_samples=20, agree=2)  # one look is no agreement
+    assert outcome_stable([(10, b), (20, a), (30, a), (40, a)], min_samples=20, agree=3)
+    assert not outcome_stable([(10, a), (20, b), (30, a), (40, a)], min_samples=20, agree=3)

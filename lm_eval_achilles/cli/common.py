@@ -210,6 +210,13 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
         f"one step at a time; default {d.SEARCH})",
     )
     add(
+        "patience",
+        type=positive_int,
+        help="beyond the paper: end a stage-2 walk that has not crossed epsilon once Delta has not risen for N "
+        "prefixes (stopping_reason 'patience'; cheap on a model with no critical set, may miss a crossing after "
+        "a long plateau; default: off, the paper walks to --max-steps)",
+    )
+    add(
         "search-batch-size",
         type=positive_int,
         help=f"masked sets per batched forward in stage 2 (default {d.SEARCH_BATCH_SIZE})",

@@ -81,8 +81,16 @@ def overlap(a: Sequence[Neuron], b: Sequence[Neuron]) -> tuple[int, float]:
 
 def tried_size(mask: MaskFile) -> int:
     """The largest prefix stage 2 evaluated (ranking entries): with no critical set found, the critical
-    set is larger than this."""
-    return max((int(n) for n, _ in mask.critical.curve), default=0)
+    set is larger than this. A walk stopped by ``--patience`` covered only the prefixes it walked one
+    step at a time (the galloping search may have measured longer ones, which prove nothing on a curve
+    that was not monotone): then the longest run step, 2 step, ... that was measured."""
+    sizes = {int(n) for n, _ in mask.critical.curve}
+    if mask.critical.stopping_reason != "patience":
+        return max(sizes, default=0)
+    step, n = int(mask.locator.get("step", 1)), 0
+    while n + step in sizes:
+        n += step
+    return n
 
 
 @dataclass

@@ -173,10 +173,12 @@ def _not_found(mask: MaskFile, value: float, which: str) -> tuple[bool | None, s
     head = f"no critical set within the {tried} {entries} tried ({mask.critical.stopping_reason})"
     if value <= bound:
         return True, f"{head}: the {which} set has at least {bound} neuron(s) >= {value}"
-    return None, (
-        f"{head}: inconclusive for {which} set size >= {value} (only sizes up to {tried} were tried; "
-        "raise --max-steps or widen --modules)"
+    fix = (
+        "raise or drop --patience"
+        if mask.critical.stopping_reason == "patience"
+        else "raise --max-steps or widen --modules"
     )
+    return None, (f"{head}: inconclusive for {which} set size >= {value} (only sizes up to {tried} were tried; {fix})")
 
 
 # --------------------------------------------------------------------------- comparison rules

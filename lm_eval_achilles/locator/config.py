@@ -15,7 +15,8 @@ Three groups of settings (docs/method.md gives the meaning of each):
   budget in bytes: over it, stage 1 runs over groups of modules, with the same ranking);
 - stage 2, the search: ``test_text``, ``epsilon``, ``step``, ``max_steps``, ``scale`` (beta),
   ``search_batch_size`` (masked sets per batched forward), ``search`` (``galloping`` or the paper's
-  ``linear`` walk over the prefixes; files written before it existed were linear and load so);
+  ``linear`` walk over the prefixes; files written before it existed were linear and load so),
+  ``patience`` (an early stop for a model with no critical set; None: off, as in the paper);
 - ``minimize`` and its budget ``max_evals`` (candidate sets; default ``defaults.MAX_EVALS``, None: no limit).
 
 ``progress`` (progress bars) and ``max_memory`` are not settings of the result (the ranking is the same
@@ -70,6 +71,8 @@ class LocatorConfig:
     scale: float = 0.0
     search_batch_size: int = defaults.SEARCH_BATCH_SIZE
     search: str = defaults.SEARCH  # "galloping" or "linear" (the paper's walk)
+    #: beyond the paper: end a walk with no crossing once Delta has not risen for this many prefixes
+    patience: int | None = None
     # ---- after stage 2
     minimize: bool = False
     max_evals: int | None = defaults.MAX_EVALS  # None: no limit
@@ -113,6 +116,8 @@ class LocatorConfig:
         set_("search_batch_size", as_int(self.search_batch_size, "search_batch_size", minimum=1))
         if self.search not in defaults.SEARCHES:
             raise AchillesError(f"unknown search {self.search!r}; choose {' or '.join(defaults.SEARCHES)}")
+        if self.patience is not None:
+            set_("patience", as_int(self.patience, "patience", minimum=1))
         set_("minimize", as_bool(self.minimize, "minimize"))
         if self.max_evals is not None:
             set_("max_evals", as_int(self.max_evals, "max_evals", minimum=1))
@@ -162,12 +167,14 @@ class LocatorConfig:
 
     # ---- the mask file's ``locator`` block ---------------------------------------------------------
     def to_record(self) -> dict[str, Any]:
-        """The settings as the mask file's ``locator`` block (JSON types; ``minimize``/``max_evals`` and
-        ``prompts`` only when used, as files written before them had none)."""
+        """The settings as the mask file's ``locator`` block (JSON types; ``minimize``/``max_evals``,
+        ``patience`` and ``prompts`` only when used, as files written before them had none)."""
         d = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
         if not self.minimize:
             d.pop("minimize")
             d.pop("max_evals")
+        if self.patience is None:
+            d.pop("patience")
         if self.prompts is None:
             d.pop("prompts")
         else:

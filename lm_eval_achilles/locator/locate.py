@@ -8,7 +8,7 @@ print(mask.critical.size, mask.critical.delta)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -99,13 +99,15 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
 
 
 def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Located:
-    """``--samples auto`` (docs/method.md, "Adaptive K"): stage 1 in looks of a few samples until the ordered
-    top-R of the ranking is unchanged over two successive looks, R = max(AUTO_TOP, AUTO_MARGIN x the
-    critical prefix); stage 2 on that ranking. If the prefix turns out longer than R covers, more samples
-    are added until the larger top is stable too (the looks already made count), and stage 2 runs again.
-    The cap is AUTO_CAP samples; the draws are those of a fixed-K run with the same seed and batch size,
-    so at the cap the result is the fixed K = AUTO_CAP result. Returns the ranking, the search result and
-    the locator fields to record (``samples_used`` ...)."""
+    """``--samples auto`` (docs/method.md, "Adaptive K"): stage 1 in looks of AUTO_CHECK samples; at each
+    look stage 2 runs on the running ranking (galloping, sharing one memo of evaluated sets, and not
+    walking on when no measured prefix crosses: a look is a few batched forwards), and stage 1 stops when
+    the critical set found is the same at AUTO_AGREE successive looks with at least AUTO_MIN samples in
+    (:func:`~lm_eval_achilles.locator.perturbation.outcome_stable`), or at the cap AUTO_CAP. The result is
+    then stage 2 with the run's own settings (search, patience) on the last look's ranking; the memo makes
+    it free where the looks measured it. The draws are those of a fixed-K run with the same seed and batch
+    size, so at the cap the ranking is the fixed K = AUTO_CAP one. Returns the ranking, the search result
+    and the locator fields to record (``samples_used``, ``samples_auto`` with every look)."""
     mem, groups = p.plan(model, probe_ids, names, cfg.batch_size, cfg.max_memory, cfg.progress)
     if len(groups) > 1:
         raise AchillesError(
@@ -114,32 +116,38 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
             "give a fixed --samples (grouped), or raise --max-memory"
         )
     state = p.Perturbation(model, probe_ids, names, cfg.alpha, cfg.seed, cfg.batch_size, cap=p.AUTO_CAP)
-    history: list = []
-    memo: dict = {}  # the stage-2 runs share their evaluated sets (a later ranking's prefixes often repeat)
-    top, stage2_runs = p.AUTO_TOP, 0
-    with tqdm(total=p.AUTO_CAP, desc="stage 1: noisy samples (auto)", disable=not cfg.progress, unit="sample") as bar:
+    memo: dict = {}  # the looks share their evaluated sets (a later ranking's prefixes often repeat)
+    look_cfg = replace(cfg, search="galloping", progress=False)
+    outcomes: list[tuple[int, frozenset | None]] = []
+    looks: list[list] = []  # [samples, critical size (0: none), Delta] per look, recorded
+    desc = "stage 1: noisy samples (auto)"
+    with tqdm(total=p.AUTO_CAP, desc=desc, disable=not cfg.progress, unit="sample") as bar:
         while True:
-            stable = state.add_until_stable(history, top, cfg.granularity, bar)
+            state.add(p.AUTO_CHECK, bar)
             ranking = state.ranking(cfg.ranking_size, cfg.granularity)
-            result = search_ranking(model, test_ids, ranking, cfg, memo)
-            stage2_runs += 1
-            need = max(p.AUTO_TOP, p.AUTO_MARGIN * result.size) if result.size else p.AUTO_KEEP + 1
-            if state.samples >= state.cap or need <= top:
+            look = search_ranking(model, test_ids, ranking, look_cfg, memo, exhaustive=False)
+            outcomes.append((state.samples, frozenset(look.neurons) if look.size else None))
+            looks.append([state.samples, look.size, round(look.delta, 4)])
+            bar.set_postfix_str(
+                f"critical set {look.size or 'none'}" + (f", Delta {look.delta:.2f}" if look.size else "")
+            )
+            stable = p.outcome_stable(outcomes)
+            if stable or state.samples >= state.cap:
                 break
-            top = need  # the prefix is longer than the stable top covers (or none was found): look further
+    result = search_ranking(model, test_ids, ranking, cfg, memo)
     return Located(
         ranking,
         result,
         {
             "samples_used": state.samples,
             "samples_auto": {
-                "stable_top": top,
+                "criterion": "outcome",
                 "stable": stable,
                 "check_every": p.AUTO_CHECK,
                 "min_samples": p.AUTO_MIN,
-                "margin": p.AUTO_MARGIN,
+                "agree": p.AUTO_AGREE,
                 "cap": p.AUTO_CAP,
-                "stage2_runs": stage2_runs,
+                "looks": looks,
             },
         },
         memo,

@@ -6,7 +6,8 @@ the batch into a running sum per module. Memory is the model, one clean activati
 of activations; K copies are never kept.
 
 :class:`Perturbation` holds that running state, so samples can be added a few at a time: ``--samples
-auto`` (docs/method.md, "Adaptive K") adds samples until the top of the ranking stops changing. The noise
+auto`` (docs/method.md, "Adaptive K") adds samples until the critical set found from the running ranking
+stops changing (:func:`outcome_stable`). The noise
 is always drawn in chunks of ``batch_size`` from one seeded generator, however many samples are forwarded
 at a time, so the first k samples of any run are the same draws as in a fixed-K run with that seed and
 batch size (and a fixed-K run is unchanged by this class).
@@ -28,17 +29,28 @@ from lm_eval_achilles.mask.hooks import Recorder, first_tensor, hooked
 from lm_eval_achilles.mask.mask_file import RankedNeuron
 from lm_eval_achilles.models.forward import forward, input_device
 
-#: ``--samples auto`` (docs/method.md, "Adaptive K"): samples added between two looks at the ranking,
-AUTO_CHECK = 5
+#: ``--samples auto`` (docs/method.md, "Adaptive K"): samples added between two looks, where stage 2 runs
+#: on the running ranking,
+AUTO_CHECK = 10
 #: the fewest samples it stops at,
 AUTO_MIN = 20
-#: the fewest ordered top entries that must be stable (more: ``AUTO_MARGIN`` x the critical prefix),
-AUTO_TOP = 8
-AUTO_MARGIN = 2
-#: the top entries recorded per look (a prefix needing more runs to the cap),
-AUTO_KEEP = 64
+#: how many successive looks must find the same critical set,
+AUTO_AGREE = 2
 #: and the cap (the paper's K).
 AUTO_CAP = 100
+
+
+def outcome_stable(
+    outcomes: Sequence[tuple[int, frozenset | None]], min_samples: int = AUTO_MIN, agree: int = AUTO_AGREE
+) -> bool:
+    """The ``--samples auto`` criterion on the looks so far, each ``(samples, critical set)`` (the distinct
+    channels stage 2 found from the ranking at that many samples; None: no set found): stop when the last
+    ``agree`` looks found the same set and the last has at least ``min_samples``. The same set masked on
+    the same text has the same Delta, so a stable set is a stable Delta too."""
+    if len(outcomes) < agree or outcomes[-1][0] < min_samples:
+        return False
+    last = [found for _, found in outcomes[-agree:]]
+    return last[0] is not None and all(found == last[0] for found in last)
 
 
 class Perturbation:
@@ -133,26 +145,6 @@ class Perturbation:
                 n -= b
                 if bar is not None:
                     bar.update(b)
-
-    def add_until_stable(self, history: list, top: int, granularity: str, bar=None) -> bool:
-        """``--samples auto``: add :data:`AUTO_CHECK` samples at a time until the ordered top-``top``
-        entries of the ranking are the same at three successive looks (unchanged over two successive
-        batches) and at least :data:`AUTO_MIN` samples are in, or the cap is reached. ``history`` keeps
-        the top :data:`AUTO_KEEP` entries of every look, so a later call with a larger ``top`` can decide
-        on the looks already made. Returns whether the ranking was found stable (False: cap reached)."""
-
-        def stable() -> bool:
-            if top > AUTO_KEEP or len(history) < 3 or history[-1][0] < AUTO_MIN:
-                return False
-            return history[-1][1][:top] == history[-2][1][:top] == history[-3][1][:top]
-
-        while not stable():
-            if self.samples >= self.cap:
-                return False
-            self.add(AUTO_CHECK, bar)
-            entries = self.ranking(AUTO_KEEP, granularity)
-            history.append((self.samples, [(r.module, r.channel, r.position) for r in entries]))
-        return True
 
     def scores(self) -> dict[str, torch.Tensor]:
         """Mean |noisy - clean| per module, [T, C] float32, in forward (hook firing) order: a new tensor

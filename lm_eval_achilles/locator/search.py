@@ -41,7 +41,7 @@ class SearchResult(PerplexityChange):
     neurons: list[Neuron]  # distinct channels of that prefix
     baseline_nll: float
     masked_nll: float
-    stopping_reason: str  # "threshold", "max_steps_reached" or "ranking_exhausted"
+    stopping_reason: str  # "threshold", "max_steps_reached", "ranking_exhausted" or "patience"
     curve: list[tuple[int, float]] = field(default_factory=list)  # (n, mean NLL) sorted by n, n = 0 the baseline
     search: str = "linear"  # "linear" or "galloping"
     #: galloping: whether the measured points were monotone (False: it fell back to the linear walk)
@@ -68,6 +68,8 @@ class Walk:
     points: dict[int, float]
     monotone: bool | None = None
     note: str = ""
+    #: "patience" when the walk stopped early because Delta had stopped rising (no crossing found)
+    stopped: str = ""
 
 
 def _same(i: int) -> Hashable:
@@ -108,10 +110,16 @@ def linear_walk(
     known: Callable[[Hashable], bool] = _never,
     stop: int | None = None,
     points: dict[int, float] | None = None,
+    patience: int | None = None,
 ) -> Walk:
     """The paper's walk: indices 1, 2, 3, ... up to ``stop`` (default ``count``), one batch of consecutive
     indices per forward, stopping after the batch that holds the first crossing (Delta >= epsilon).
-    ``points`` already measured are reused (the galloping fallback)."""
+    ``points`` already measured are reused (the galloping fallback).
+
+    ``patience`` (beyond the paper; None: off) stops the walk, with no crossing, once ``patience``
+    successive indices have passed without a new highest Delta (:func:`stalled`): on a model with no
+    critical set the walk then ends long before ``count``. It can miss a crossing that comes after a
+    long plateau, so it is the user's choice, and the result says it stopped (``stopped="patience"``)."""
     points = {} if points is None else points
     stop = count if stop is None else stop
     i = 1
@@ -122,7 +130,25 @@ def linear_walk(
         if hits:
             return Walk(hits[0], points)
         i = chunk[-1] + 1
+        if patience is not None and i <= stop and stalled([delta_of(points[j]) for j in range(1, i)], patience):
+            return Walk(None, points, stopped="patience")
     return Walk(None, points)
+
+
+def stalled(deltas: Sequence[float], patience: int) -> bool:
+    """Whether the last ``patience`` of ``deltas`` (the walk's prefixes 1, 2, ... in order) all lie at or
+    below the highest Delta before them: the curve has not risen for ``patience`` prefixes."""
+    if len(deltas) <= patience:
+        return False
+    return max(deltas[-patience:]) <= max(deltas[:-patience])
+
+
+def walked(points: dict[int, float]) -> int:
+    """The longest run 1..k of indices that were all measured (what a stopped linear walk covered)."""
+    k = 0
+    while k + 1 in points:
+        k += 1
+    return k
 
 
 def doublings(count: int) -> list[int]:
@@ -163,6 +189,8 @@ def galloping_walk(
     key: Callable[[int], Hashable] = _same,
     known: Callable[[Hashable], bool] = _never,
     tolerance: float = MONOTONE_TOLERANCE,
+    patience: int | None = None,
+    exhaustive: bool = True,
 ) -> Walk:
     """Indices 1, 2, 4, 8, ... (and ``count``) until one crosses epsilon, ``batch_size`` of them per forward;
     then bisection inside the bracket (lo, hi], lo the longest measured prefix below epsilon: ``batch_size``
@@ -170,8 +198,13 @@ def galloping_walk(
 
     On a monotone curve this is the linear walk's answer (the first crossing), in about
     log2(count) / log2(batch_size + 1) forwards. When the measured points are not monotone
-    (:func:`non_monotone`) the linear walk runs over 1..hi (1..count when nothing crossed), reusing the
-    points measured, so the answer is the linear walk's again; ``monotone`` and ``note`` say so."""
+    (:func:`non_monotone`) the linear walk runs over 1..hi (1..count when no doubling crossed, decided
+    after all of them), reusing the points measured, so the answer is the linear walk's again;
+    ``monotone`` and ``note`` say so.
+    ``patience`` is passed to that walk when nothing crossed (below a crossing the walk runs to it).
+
+    ``exhaustive=False`` (the looks of ``--samples auto``) skips the linear walk when no measured prefix
+    crossed: the answer is then "none among the doublings", not a proof that no prefix crosses."""
     points: dict[int, float] = {}
 
     def bracket() -> tuple[int, int | None]:
@@ -182,21 +215,32 @@ def galloping_walk(
 
     def fallback(why: str) -> Walk:
         hi = bracket()[1]
-        walk = linear_walk(measure, count, delta_of, epsilon, batch_size, key, known, stop=hi, points=points)
-        upto = f"1..{hi}" if hi is not None else f"all {count} prefixes"
-        return Walk(walk.found, points, False, f"not monotone ({why}): the linear walk over {upto} decided")
+        stop = patience if hi is None else None  # below a crossing the walk runs to it
+        walk = linear_walk(measure, count, delta_of, epsilon, batch_size, key, known, hi, points, patience=stop)
+        if walk.stopped:
+            upto = f"1..{walked(points)} decided, stopped there by --patience {patience}"
+        else:
+            upto = (f"1..{hi}" if hi is not None else f"all {count} prefixes") + " decided"
+        return Walk(walk.found, points, False, f"not monotone ({why}): the linear walk over {upto}", walk.stopped)
 
     gallop = doublings(count)
+    why = ""
     while gallop:  # phase 1: double until a crossing (or the cap)
         chunk = _fit(gallop, points, key, known, batch_size)
         _measure(measure, chunk, points)
         gallop = gallop[len(chunk) :]
         why = non_monotone(points, delta_of, epsilon, tolerance)
-        if why:
+        crossed = bracket()[1] is not None
+        if why and crossed:
             return fallback(why)
-        if bracket()[1] is not None:
+        if crossed:
             break
     lo, hi = bracket()
+    if hi is None:  # no doubling crossed, nor the cap
+        if not exhaustive:
+            return Walk(None, points, not why, "no measured prefix crossed (not walked further)")
+        if why:
+            return fallback(why)
     while hi is not None and hi - lo > 1:  # phase 2: k-ary bisection of (lo, hi]
         inner = range(lo + 1, hi)
         chunk = _fit(inner, points, key, known, batch_size)
@@ -224,6 +268,8 @@ def greedy_search(
     progress: bool = True,
     memo: dict[frozenset, float] | None = None,
     search: str = SEARCH,
+    patience: int | None = None,
+    exhaustive: bool = True,
 ) -> SearchResult:
     """The shortest prefix ``ranking[:s*step]`` (s = 1 .. max_steps) with Delta >= epsilon, found by the
     ``search`` walk (``"linear"``: the paper's; ``"galloping"``: see :func:`galloping_walk`).
@@ -234,7 +280,11 @@ def greedy_search(
     here are added to it). The linear walk evaluates the batch that contains the crossing whole, so the
     curve also shows a few points past the critical size (the phase transition); every measured point
     is kept in ``curve``, sorted by n. A NaN/inf masked perplexity is a collapse (Delta = inf, see
-    :func:`~lm_eval_achilles.locator.perplexity.delta`); a non-finite baseline is an error."""
+    :func:`~lm_eval_achilles.locator.perplexity.delta`); a non-finite baseline is an error.
+
+    ``patience`` (None: off) ends a linear walk with no crossing once Delta has not risen for that many
+    prefixes (``stopping_reason="patience"``, see :func:`linear_walk`); ``exhaustive=False`` is the
+    cheap look of ``--samples auto`` (:func:`galloping_walk`; the linear walk ignores it)."""
     if step < 1:
         raise AchillesError(f"step must be >= 1, got {step}")
     if search not in SEARCHES:
@@ -257,7 +307,7 @@ def greedy_search(
         done = n
     forwards = 0
     if progress:
-        tqdm.write(announcement(search, count, batch_size, epsilon))
+        tqdm.write(announcement(search, count, batch_size, epsilon, patience))
     # no ETA: the walk usually stops long before the cap, and an ETA for all of it would mislead
     fmt = "{desc}: {n_fmt} prefixes evaluated [{elapsed}, {rate_fmt}]"
     with tqdm(desc=f"stage 2: {search} search", disable=not progress, bar_format=fmt, unit=" prefix") as bar:
@@ -278,15 +328,13 @@ def greedy_search(
             bar.update(len(indices))
             return nlls
 
-        walk = (galloping_walk if search == "galloping" else linear_walk)(
-            measure,
-            count,
-            lambda v: delta(v, baseline),
-            epsilon,
-            batch_size,
-            key=lambda i: keys[i - 1],
-            known=lambda k: k in memo,
-        )
+        common = dict(key=lambda i: keys[i - 1], known=lambda k: k in memo, patience=patience)
+        if search == "galloping":
+            walk = galloping_walk(
+                measure, count, lambda v: delta(v, baseline), epsilon, batch_size, **common, exhaustive=exhaustive
+            )
+        else:
+            walk = linear_walk(measure, count, lambda v: delta(v, baseline), epsilon, batch_size, **common)
     curve: list[tuple[int, float]] = [(0, baseline)] + [(prefixes[i - 1], walk.points[i]) for i in sorted(walk.points)]
     if walk.found is not None:
         n, nll = prefixes[walk.found - 1], walk.points[walk.found]
@@ -294,6 +342,8 @@ def greedy_search(
     else:
         n, nll = curve[-1]
         reason = "ranking_exhausted" if prefixes and prefixes[-1] == len(ranking) else "max_steps_reached"
+        if walk.stopped:
+            reason = walk.stopped
     if progress and walk.note:
         tqdm.write(f"stage 2: {walk.note}")
     return SearchResult(
@@ -311,29 +361,38 @@ def greedy_search(
     )
 
 
-def announcement(search: str, count: int, batch_size: int, epsilon: float) -> str:
+def announcement(search: str, count: int, batch_size: int, epsilon: float, patience: int | None = None) -> str:
     """The line stage 2 prints before it starts: what it will do, and what a long walk costs."""
     walk = f"{math.ceil(count / batch_size)} batched forwards, minutes on a CPU"
+    if patience is not None:
+        stop = f"--patience {patience} ends it once Delta has not risen for {patience} prefixes"
+    else:
+        stop = "--max-steps caps that, --patience N ends it once Delta has not risen for N prefixes"
     if search == "galloping":
         return (
             f"stage 2: galloping search over up to {count} prefixes (sizes 1, 2, 4, ... until Delta >= {epsilon:g}, "
             f"then bisection; {batch_size} per batched forward). If the measured curve is not monotone it walks "
-            f"linearly below the crossing (all {count} prefixes when none crosses: {walk}; --max-steps caps that)"
+            f"linearly below the crossing (all {count} prefixes when none crosses: {walk}; {stop})"
         )
     line = f"stage 2: linear search over up to {count} prefixes, {batch_size} per batched forward, to the first with Delta >= {epsilon:g}"
     if count > 8 * batch_size:
         line += (
-            f"; a model with no critical set walks all of them ({walk}): a lower --max-steps is cheaper, and "
-            "--search galloping is where the curve is monotone"
+            f"; a model with no critical set walks all of them ({walk}): {stop}, and "
+            "--search galloping is cheaper where the curve is monotone"
         )
     return line
 
 
 def search_ranking(
-    model, test_ids: torch.Tensor, ranking: Sequence, cfg: LocatorConfig, memo: dict | None = None
+    model,
+    test_ids: torch.Tensor,
+    ranking: Sequence,
+    cfg: LocatorConfig,
+    memo: dict | None = None,
+    exhaustive: bool = True,
 ) -> SearchResult:
     """Stage 2 with a :class:`~lm_eval_achilles.locator.config.LocatorConfig`'s settings (epsilon, step,
-    max_steps, scale, search_batch_size, search): the one entry used by ``locate()`` and the studies. ``memo``
+    max_steps, scale, search_batch_size, search, patience): the one entry used by ``locate()`` and the studies. ``memo``
     (see :func:`greedy_search`) carries evaluated sets between searches on one text."""
     if not ranking:
         raise AchillesError("the ranking is empty: no neuron changed under the perturbation")
@@ -349,4 +408,6 @@ def search_ranking(
         progress=cfg.progress,
         memo=memo,
         search=cfg.search,
+        patience=cfg.patience,
+        exhaustive=exhaustive,
     )
