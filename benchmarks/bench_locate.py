@@ -1,8 +1,20 @@
 """Stage-1 overhead, stage-2 time and peak memory of the locator, from one run; or ``--auto``: the whole
-``achilles locate`` with ``--samples auto`` against K = 100.
+``achilles locate`` with ``--samples auto`` against K = 100; or ``--fastest``: the paper's defaults against
+faster settings, per model and probe text.
 
     python benchmarks/bench_locate.py [--model M] [--device cpu|cuda] [--repeats 3] [--random-init llama-8b]
     python benchmarks/bench_locate.py --auto [--model M] [--repeats 1]
+    python benchmarks/bench_locate.py --fastest [--model M ...] [--probe default long] [--repeats 1]
+
+``--fastest`` runs the whole ``locate()`` (model loaded beforehand) with the paper's defaults (perturbation,
+alpha 5, K = 100, the linear prefix walk) and with every setting of :data:`FAST_SETTINGS`, one after the
+other in each round, the order rotated between rounds, on each ``--model`` and ``--probe`` (``default``: the
+paper's 75-token probe; ``long``: the four WikiText-style paragraphs of the studies, about 500 tokens).
+Per setting it prints the whole-locate time (median over rounds), the noisy samples and the forwards of
+each stage, the critical set's size and Delta, and Delta measured again independently (one plain forward
+of the masked model on the test text against one of the unmasked model, through the hooks, not stage 2's
+batched evaluation). A setting is *valid* when that Delta is >= epsilon and its set is no larger than the
+paper's; the fastest valid one is named with its speed-up over the paper's defaults.
 
 ``--auto`` runs ``locate()`` (both stages, paper parameters) with K = 100 and with ``samples="auto"``,
 interleaved per round in one process, and prints the whole time, the K used and whether the critical
@@ -123,9 +135,143 @@ def bench_auto(args) -> int:
     return 0
 
 
+#: ``--fastest``: the settings timed against the paper's defaults (LocatorConfig fields; the rest default).
+PAPER_SETTINGS = dict(method="perturbation", samples=100, search="linear")
+FAST_SETTINGS: dict[str, dict] = {
+    "galloping (K=100)": dict(samples=100),
+    "auto": dict(samples="auto"),
+    "K=50": dict(samples=50),
+    "K=20": dict(samples=20, batch_size=20),
+    "K=10": dict(samples=10, batch_size=10),
+    "K=5": dict(samples=5, batch_size=5),
+    "attribution": dict(method="attribution"),
+}
+
+
+def stage1_forwards(mask) -> int:
+    """Forward passes of stage 1 as run: the clean pass and ceil(K / batch) batched noisy passes for
+    perturbation (each auto look adds its own), one forward + one backward (counted 1) otherwise."""
+    loc = mask.locator
+    if loc["method"] != "perturbation":
+        return 1
+    used, batch = int(loc["samples_used"]), int(loc["batch_size"])
+    if loc["samples"] == "auto":
+        looks = loc["samples_auto"]["looks"]
+        steps = [b - a for a, b in zip([0] + [lk[0] for lk in looks], [lk[0] for lk in looks])]
+        return 1 + sum(-(-n // batch) for n in steps)
+    return 1 + -(-used // batch)
+
+
+def independent_delta(model, test_ids, neurons) -> float:
+    """Delta of ``neurons`` on ``test_ids`` from two plain forwards (unmasked, then masked by hooks)."""
+    from lm_eval_achilles.locator.perplexity import delta, mean_nll
+    from lm_eval_achilles.mask.masking import masked
+
+    base = float(mean_nll(model, test_ids)[0])
+    with masked(model, neurons):
+        return delta(float(mean_nll(model, test_ids)[0]), base)
+
+
+def bench_fastest(args) -> int:
+    import os
+
+    from lm_eval_achilles.defaults import MAX_PPL_TOKENS, PROBE_TEXT
+    from lm_eval_achilles.locator.config import LocatorConfig
+    from lm_eval_achilles.locator.locate import locate
+    from lm_eval_achilles.locator.perplexity import encode
+    from lm_eval_achilles.models.loading import load_model
+    from lm_eval_achilles.paper.studies.texts import WIKITEXT
+
+    texts = {"default": PROBE_TEXT, "long": " ".join(WIKITEXT)}
+    names = ["paper"] + [n for n in FAST_SETTINGS if n in args.settings or not args.settings]
+    summary = []
+    for model_name in args.model or [None]:
+        loaded = load_model(model_name, dtype=args.dtype, device=args.device)
+        for probe in args.probe:
+            text = texts[probe]
+            configs = {"paper": LocatorConfig(text=text, progress=False, **PAPER_SETTINGS)}
+            configs.update({n: LocatorConfig(text=text, progress=False, **FAST_SETTINGS[n]) for n in names[1:]})
+            test_ids = encode(loaded.tokenizer, text, MAX_PPL_TOKENS)
+            runs: dict[str, list] = {n: [] for n in names}
+            load = [os.getloadavg()[0]]
+            for r in range(args.repeats):
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for name in order:
+                    t = time.perf_counter()
+                    mask = locate(loaded, configs[name])
+                    runs[name].append((time.perf_counter() - t, mask))
+                load.append(os.getloadavg()[0])
+            tokens = runs["paper"][0][1].locator["probe_tokens"]
+            print(
+                f"\n## {loaded.display_name}, {probe} probe ({tokens} tokens), {loaded.device}, "
+                f"{dtype_of(loaded)}, torch threads {torch.get_num_threads()}, {args.repeats} round(s)\n"
+            )
+            print(
+                "| settings | whole locate (s) | vs paper | noisy samples | stage-1 forwards | stage-2 forwards "
+                "| critical set | Delta | Delta, independent | valid |"
+            )
+            print("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+            paper_s = statistics.median(s for s, _ in runs["paper"])
+            paper_size = len(runs["paper"][0][1].neurons)
+            rows = []
+            for name in names:
+                seconds = statistics.median(s for s, _ in runs[name])
+                mask = runs[name][0][1]
+                c = mask.critical
+                size = len(mask.neurons)
+                indep = independent_delta(loaded.model, test_ids, mask.neurons) if size else float("nan")
+                valid = size > 0 and indep >= float(mask.locator["epsilon"]) and size <= paper_size
+                same = {(n.module, n.channel) for n in mask.neurons} == {
+                    (n.module, n.channel) for n in runs["paper"][0][1].neurons
+                }
+                rows.append((name, seconds, valid, size))
+                samples = mask.locator.get("samples_used", "-")
+                print(
+                    f"| {name} | {seconds:.1f} | {paper_s / seconds:.2f}x | {samples} | {stage1_forwards(mask)} "
+                    f"| {1 + (c.forward_passes or 0)} | {size}{' (same)' if same else ''} | {c.delta:.3f} "
+                    f"| {indep:.3f} | {'yes' if valid else 'no'} |"
+                )
+            fast = min((r for r in rows if r[2] and r[0] != "paper"), key=lambda r: r[1], default=None)
+            print(f"\nload average (1 min) before and after each round: {', '.join(f'{x:.2f}' for x in load)}")
+            if fast is None:
+                print("fastest valid setting: none")
+            else:
+                print(
+                    f"fastest valid setting: {fast[0]}, {paper_s / fast[1]:.2f}x faster than the paper's defaults "
+                    f"({fast[1]:.1f} s vs {paper_s:.1f} s), critical set {fast[3]} vs {paper_size}"
+                )
+            summary.append(
+                {
+                    "model": loaded.display_name,
+                    "probe": probe,
+                    "tokens": tokens,
+                    "load": load,
+                    "runs": {
+                        n: [
+                            {
+                                "seconds": s,
+                                "samples_used": m.locator.get("samples_used"),
+                                "neurons": [[x.module, x.channel] for x in m.neurons],
+                                "delta": m.critical.delta,
+                                "stage2_forwards": m.critical.forward_passes,
+                            }
+                            for s, m in rs
+                        ]
+                        for n, rs in runs.items()
+                    },
+                }
+            )
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def dtype_of(loaded) -> str:
+    return str(next(loaded.model.parameters()).dtype).replace("torch.", "")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, nargs="*", help="model(s); default: the embedded one")
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--samples", type=int, default=100)
@@ -139,7 +285,13 @@ def main() -> int:
         help="time a randomly initialised Llama of this size instead (speed only; no hub needed)",
     )
     ap.add_argument("--auto", action="store_true", help="compare locate --samples auto with K = 100 instead")
+    ap.add_argument("--fastest", action="store_true", help="the paper's defaults against faster settings instead")
+    ap.add_argument("--probe", nargs="+", choices=["default", "long"], default=["default", "long"])
+    ap.add_argument("--settings", nargs="*", default=[], help=f"--fastest: a subset of {', '.join(FAST_SETTINGS)}")
     args = ap.parse_args()
+    if args.fastest:
+        return bench_fastest(args)
+    args.model = (args.model or [None])[0]
     if args.auto:
         return bench_auto(args)
 

@@ -199,14 +199,15 @@ def test_incremental_stage1_draws_the_fixed_k_noise_stream(tiny_llama):
         torch.testing.assert_close(inc[m], fixed[m], rtol=1e-6, atol=1e-6)
 
 
-def test_outcome_stable_needs_the_same_found_set_at_successive_looks():
-    from lm_eval_achilles.locator.perturbation import outcome_stable
+def test_auto_decision_keeps_the_smallest_set_and_stops_when_more_samples_find_none_smaller():
+    from lm_eval_achilles.locator.perturbation import auto_decision
 
-    a, b = frozenset({("L1", 3)}), frozenset({("L1", 3), ("L2", 5)})
-    assert outcome_stable([(10, a), (20, a)], min_samples=20, agree=2)
-    assert not outcome_stable([(10, a), (20, b)], min_samples=20, agree=2)  # the set changed
-    assert not outcome_stable([(10, a), (20, a)], min_samples=30, agree=2)  # too few samples yet
-    assert not outcome_stable([(10, None), (20, None)], min_samples=20, agree=2)  # "none found" never settles
-    assert not outcome_stable([(20, a)], min_samples=20, agree=2)  # one look is no agreement
-    assert outcome_stable([(10, b), (20, a), (30, a), (40, a)], min_samples=20, agree=3)
-    assert not outcome_stable([(10, a), (20, b), (30, a), (40, a)], min_samples=20, agree=3)
+    assert auto_decision([(10, 1)], min_samples=20) == (False, 0)  # too few samples yet
+    assert auto_decision([(10, 1), (20, 1)], min_samples=20) == (True, 1)  # same size: the later look is kept
+    assert auto_decision([(10, 13), (20, 15)], min_samples=20) == (True, 0)  # larger: the earlier set is kept
+    assert auto_decision([(10, 15), (20, 13)], min_samples=20) == (False, 1)  # still getting smaller: go on
+    assert auto_decision([(10, 15), (20, 13), (30, 14)], min_samples=20) == (True, 1)
+    assert auto_decision([(10, 0), (20, 0)], min_samples=20) == (False, None)  # nothing found never stops
+    assert auto_decision([(10, 0), (20, 9)], min_samples=20) == (False, 1)  # the first set found: go on
+    assert auto_decision([(10, 9), (20, 0)], min_samples=20) == (True, 0)  # a look finding none is no improvement
+    assert auto_decision([(10, 1), (20, 1)], min_samples=30) == (False, 1)

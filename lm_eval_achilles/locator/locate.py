@@ -101,13 +101,15 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
 def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Located:
     """``--samples auto`` (docs/method.md, "Adaptive K"): stage 1 in looks of AUTO_CHECK samples; at each
     look stage 2 runs on the running ranking (galloping, sharing one memo of evaluated sets, and not
-    walking on when no measured prefix crosses: a look is a few batched forwards), and stage 1 stops when
-    the critical set found is the same at AUTO_AGREE successive looks with at least AUTO_MIN samples in
-    (:func:`~lm_eval_achilles.locator.perturbation.outcome_stable`), or at the cap AUTO_CAP. The result is
-    then stage 2 with the run's own settings (search, patience) on the last look's ranking; the memo makes
-    it free where the looks measured it. The draws are those of a fixed-K run with the same seed and batch
-    size, so at the cap the ranking is the fixed K = AUTO_CAP one. Returns the ranking, the search result
-    and the locator fields to record (``samples_used``, ``samples_auto`` with every look)."""
+    walking on when no measured prefix crosses: a look is a few batched forwards; once a set is kept, a
+    look only measures the kept size and the prefix one shorter, often known to the memo already). Each
+    set a look finds is a valid critical set; the smallest is kept, and stage 1 stops once a look with at
+    least AUTO_MIN samples finds none smaller (:func:`~lm_eval_achilles.locator.perturbation.auto_decision`), or at the
+    cap AUTO_CAP. The result is stage 2 with the run's own settings (search, patience) on the kept look's
+    ranking; the memo makes it free where that look measured it. The draws are those of a fixed-K run with
+    the same seed and batch size, so the kept ranking is the fixed-K ranking for its K. Returns the
+    ranking, the search result and the locator fields to record (``samples_used``: the kept ranking's K,
+    ``samples_auto`` with every look and ``samples_drawn``)."""
     mem, groups = p.plan(model, probe_ids, names, cfg.batch_size, cfg.max_memory, cfg.progress)
     if len(groups) > 1:
         raise AchillesError(
@@ -117,35 +119,41 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
         )
     state = p.Perturbation(model, probe_ids, names, cfg.alpha, cfg.seed, cfg.batch_size, cap=p.AUTO_CAP)
     memo: dict = {}  # the looks share their evaluated sets (a later ranking's prefixes often repeat)
-    look_cfg = replace(cfg, search="galloping", progress=False)
-    outcomes: list[tuple[int, frozenset | None]] = []
-    looks: list[list] = []  # [samples, critical size (0: none), Delta] per look, recorded
+    # a look asks where one ranking crosses: one set per forward spends the fewest rows (each row costs a
+    # full forward with logits over the vocabulary, several noisy samples' worth)
+    look_cfg = replace(cfg, search="galloping", progress=False, search_batch_size=1)
+    looks: list[list] = []  # [samples, critical set's distinct channels (0: none), Delta] per look, recorded
+    stop, best, kept, kept_size = False, None, None, 0  # kept: the ranking of look ``best``, its prefix size
     desc = "stage 1: noisy samples (auto)"
     with tqdm(total=p.AUTO_CAP, desc=desc, disable=not cfg.progress, unit="sample") as bar:
         while True:
             state.add(p.AUTO_CHECK, bar)
             ranking = state.ranking(cfg.ranking_size, cfg.granularity)
-            look = search_ranking(model, test_ids, ranking, look_cfg, memo, exhaustive=False)
-            outcomes.append((state.samples, frozenset(look.neurons) if look.size else None))
-            looks.append([state.samples, look.size, round(look.delta, 4)])
-            bar.set_postfix_str(
-                f"critical set {look.size or 'none'}" + (f", Delta {look.delta:.2f}" if look.size else "")
-            )
-            stable = p.outcome_stable(outcomes)
-            if stable or state.samples >= state.cap:
+            # after the first set, a look only asks whether this ranking crosses at or before the kept size
+            bound = None if best is None else kept_size
+            look = search_ranking(model, test_ids, ranking, look_cfg, memo, exhaustive=False, at_most=bound)
+            found = len(look.neurons) if look.size else 0
+            looks.append([state.samples, found, round(look.delta, 4) if found else None])
+            stop, best = p.auto_decision([(k, n) for k, n, _ in looks])
+            if best == len(looks) - 1:
+                kept, kept_size = ranking, look.size
+            bar.set_postfix_str(f"critical set {found or 'none'}" + (f", Delta {look.delta:.2f}" if found else ""))
+            if stop or state.samples >= state.cap:
                 break
+    if kept is not None:
+        ranking = kept
     result = search_ranking(model, test_ids, ranking, cfg, memo)
     return Located(
         ranking,
         result,
         {
-            "samples_used": state.samples,
+            "samples_used": looks[-1 if best is None else best][0],
             "samples_auto": {
-                "criterion": "outcome",
-                "stable": stable,
+                "criterion": "smallest set",
+                "stable": bool(stop),
+                "samples_drawn": state.samples,
                 "check_every": p.AUTO_CHECK,
                 "min_samples": p.AUTO_MIN,
-                "agree": p.AUTO_AGREE,
                 "cap": p.AUTO_CAP,
                 "looks": looks,
             },

@@ -7,7 +7,7 @@ of activations; K copies are never kept.
 
 :class:`Perturbation` holds that running state, so samples can be added a few at a time: ``--samples
 auto`` (docs/method.md, "Adaptive K") adds samples until the critical set found from the running ranking
-stops changing (:func:`outcome_stable`). The noise
+stops getting smaller (:func:`auto_decision`). The noise
 is always drawn in chunks of ``batch_size`` from one seeded generator, however many samples are forwarded
 at a time, so the first k samples of any run are the same draws as in a fixed-K run with that seed and
 batch size (and a fixed-K run is unchanged by this class).
@@ -34,23 +34,26 @@ from lm_eval_achilles.models.forward import forward, input_device
 AUTO_CHECK = 10
 #: the fewest samples it stops at,
 AUTO_MIN = 20
-#: how many successive looks must find the same critical set,
-AUTO_AGREE = 2
 #: and the cap (the paper's K).
 AUTO_CAP = 100
 
 
-def outcome_stable(
-    outcomes: Sequence[tuple[int, frozenset | None]], min_samples: int = AUTO_MIN, agree: int = AUTO_AGREE
-) -> bool:
-    """The ``--samples auto`` criterion on the looks so far, each ``(samples, critical set)`` (the distinct
-    channels stage 2 found from the ranking at that many samples; None: no set found): stop when the last
-    ``agree`` looks found the same set and the last has at least ``min_samples``. The same set masked on
-    the same text has the same Delta, so a stable set is a stable Delta too."""
-    if len(outcomes) < agree or outcomes[-1][0] < min_samples:
-        return False
-    last = [found for _, found in outcomes[-agree:]]
-    return last[0] is not None and all(found == last[0] for found in last)
+def auto_decision(looks: Sequence[tuple[int, int]], min_samples: int = AUTO_MIN) -> tuple[bool, int | None]:
+    """The ``--samples auto`` rule, judged on the outcome. ``looks`` holds ``(samples, size)`` per look so
+    far: the samples in the running ranking, and the distinct channels of the critical set stage 2 found
+    from it (0: none found). Every set found is a valid critical set (its Delta crossed epsilon), so the
+    look kept is the one with the **smallest** set, the later look on a tie (more samples behind it).
+    Stop once a look with at least ``min_samples`` samples found no set smaller than every earlier one:
+    more samples stopped making the answer smaller. Returns ``(stop, index of the kept look or None)``."""
+    best = None
+    for i, (_, size) in enumerate(looks):
+        if size and (best is None or size <= looks[best][1]):
+            best = i
+    if best is None:
+        return False, None
+    samples, size = looks[-1]
+    smaller = size > 0 and all(size < s for _, s in looks[:-1] if s)
+    return samples >= min_samples and not smaller, best
 
 
 class Perturbation:

@@ -191,6 +191,7 @@ def galloping_walk(
     tolerance: float = MONOTONE_TOLERANCE,
     patience: int | None = None,
     exhaustive: bool = True,
+    at_most: int | None = None,
 ) -> Walk:
     """Indices 1, 2, 4, 8, ... (and ``count``) until one crosses epsilon, ``batch_size`` of them per forward;
     then bisection inside the bracket (lo, hi], lo the longest measured prefix below epsilon: ``batch_size``
@@ -204,7 +205,12 @@ def galloping_walk(
     ``patience`` is passed to that walk when nothing crossed (below a crossing the walk runs to it).
 
     ``exhaustive=False`` (the looks of ``--samples auto``) skips the linear walk when no measured prefix
-    crossed: the answer is then "none among the doublings", not a proof that no prefix crosses."""
+    crossed: the answer is then "none among the doublings", not a proof that no prefix crosses.
+    ``at_most`` (the later looks of ``--samples auto``, which only ask whether a crossing comes at or before
+    an index already found on an earlier ranking) measures ``at_most`` first: if it does not cross, the
+    walk ends with none found (``note`` says so); if it does, ``at_most - 1`` next: not crossing, ``at_most``
+    is the answer, crossing, phase 2 bisects below it. Prefixes whose sets the memo (``known``) holds are
+    read first and count as measured, free."""
     points: dict[int, float] = {}
 
     def bracket() -> tuple[int, int | None]:
@@ -225,6 +231,18 @@ def galloping_walk(
 
     gallop = doublings(count)
     why = ""
+    # every prefix whose set the memo knows comes free (a later search on a similar ranking reuses them)
+    _measure(measure, [i for i in range(1, count + 1) if known(key(i))], points)
+    if at_most is not None:
+        _measure(measure, [at_most], points)
+        if bracket()[1] is None:
+            return Walk(None, points, None, f"no crossing at or before prefix {at_most} (not walked further)")
+        _measure(measure, [i for i in (at_most - 1,) if i >= 1], points)
+    if bracket()[1] is not None:  # a crossing is known already: straight to the bisection below it
+        gallop = []
+        why = non_monotone(points, delta_of, epsilon, tolerance)
+        if why:
+            return fallback(why)
     while gallop:  # phase 1: double until a crossing (or the cap)
         chunk = _fit(gallop, points, key, known, batch_size)
         _measure(measure, chunk, points)
@@ -270,6 +288,7 @@ def greedy_search(
     search: str = SEARCH,
     patience: int | None = None,
     exhaustive: bool = True,
+    at_most: int | None = None,
 ) -> SearchResult:
     """The shortest prefix ``ranking[:s*step]`` (s = 1 .. max_steps) with Delta >= epsilon, found by the
     ``search`` walk (``"linear"``: the paper's; ``"galloping"``: see :func:`galloping_walk`).
@@ -283,15 +302,18 @@ def greedy_search(
     :func:`~lm_eval_achilles.locator.perplexity.delta`); a non-finite baseline is an error.
 
     ``patience`` (None: off) ends a linear walk with no crossing once Delta has not risen for that many
-    prefixes (``stopping_reason="patience"``, see :func:`linear_walk`); ``exhaustive=False`` is the
-    cheap look of ``--samples auto`` (:func:`galloping_walk`; the linear walk ignores it)."""
+    prefixes (``stopping_reason="patience"``, see :func:`linear_walk`); ``exhaustive=False`` and
+    ``at_most`` (a prefix length in entries) are the cheap looks of ``--samples auto`` (:func:`galloping_walk`;
+    the linear walk ignores them). The unmasked baseline is kept in ``memo`` too, under the empty set."""
     if step < 1:
         raise AchillesError(f"step must be >= 1, got {step}")
     if search not in SEARCHES:
         raise AchillesError(f"unknown search {search!r}; choose {' or '.join(SEARCHES)}")
     started = time.perf_counter()
     memo = {} if memo is None else memo
-    baseline = baseline_nll(model, input_ids)
+    if frozenset() not in memo:
+        memo[frozenset()] = baseline_nll(model, input_ids)
+    baseline = memo[frozenset()]
     prefixes: list[int] = []
     for s in range(1, max_steps + 1):
         n = min(s * step, len(ranking))
@@ -330,8 +352,16 @@ def greedy_search(
 
         common = dict(key=lambda i: keys[i - 1], known=lambda k: k in memo, patience=patience)
         if search == "galloping":
+            bound = None if at_most is None else next((i for i, n in enumerate(prefixes, 1) if n >= at_most), count)
             walk = galloping_walk(
-                measure, count, lambda v: delta(v, baseline), epsilon, batch_size, **common, exhaustive=exhaustive
+                measure,
+                count,
+                lambda v: delta(v, baseline),
+                epsilon,
+                batch_size,
+                **common,
+                exhaustive=exhaustive,
+                at_most=bound,
             )
         else:
             walk = linear_walk(measure, count, lambda v: delta(v, baseline), epsilon, batch_size, **common)
@@ -390,6 +420,7 @@ def search_ranking(
     cfg: LocatorConfig,
     memo: dict | None = None,
     exhaustive: bool = True,
+    at_most: int | None = None,
 ) -> SearchResult:
     """Stage 2 with a :class:`~lm_eval_achilles.locator.config.LocatorConfig`'s settings (epsilon, step,
     max_steps, scale, search_batch_size, search, patience): the one entry used by ``locate()`` and the studies. ``memo``
@@ -410,4 +441,5 @@ def search_ranking(
         search=cfg.search,
         patience=cfg.patience,
         exhaustive=exhaustive,
+        at_most=at_most,
     )

@@ -1,0 +1,133 @@
+"""``--method attribution`` against the paper's ``perturbation``, per model and probe text, in one process.
+
+    python benchmarks/bench_attribution.py [--model M ...] [--probe default long] [--device cpu]
+
+For each model and probe (``default``: the paper's 75-token probe; ``long``: the four WikiText-style
+paragraphs of the studies, about 500 tokens, the same texts as ``bench_locate.py --fastest``) both
+rankers run the whole ``locate()`` with ``minimize=True`` and otherwise the package's defaults, one after
+the other. Printed as a Markdown table per model and probe: stage-1 time (the ranker alone, timed around
+the ranker call), the whole locate's time (both stages and ``--minimize``), the critical set (the paper's
+prefix) with its Delta, the minimal set, the first ranked channels, and the overlap of the two methods'
+critical and minimal sets (shared channels and Jaccard index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+import torch
+
+
+def short(neuron) -> str:
+    """``L11.down_proj:507`` from ``model.layers.11.mlp.down_proj`` channel 507."""
+    parts = neuron.module.split(".")
+    layer = next((p for p in parts if p.isdigit()), "")
+    return f"L{layer}.{parts[-1]}:{neuron.channel}" if layer else f"{neuron.module}:{neuron.channel}"
+
+
+def overlap(a, b) -> str:
+    a, b = {(n.module, n.channel) for n in a}, {(n.module, n.channel) for n in b}
+    union = a | b
+    return f"{len(a & b)} shared, Jaccard {len(a & b) / len(union):.2f}" if union else "-"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", nargs="*", default=None, help="model(s); default: the embedded one")
+    ap.add_argument("--probe", nargs="+", choices=["default", "long"], default=["default", "long"])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args()
+
+    from lm_eval_achilles.defaults import PROBE_TEXT
+    from lm_eval_achilles.locator.config import LocatorConfig
+    from lm_eval_achilles.locator.locate import locate
+    from lm_eval_achilles.models.loading import load_model
+    from lm_eval_achilles.paper.studies.texts import WIKITEXT
+
+    locate_module = importlib.import_module("lm_eval_achilles.locator.locate")
+    texts = {"default": PROBE_TEXT, "long": " ".join(WIKITEXT)}
+    ranker_seconds: list[float] = []
+    original = locate_module.get_ranker
+
+    def timed_ranker(method):  # the ranker call alone, for the stage-1 column
+        fn = original(method)
+
+        def run(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            ranker_seconds.append(time.perf_counter() - t)
+            return out
+
+        return run
+
+    locate_module.get_ranker = timed_ranker
+    out = []
+    for model_name in args.model or [None]:
+        loaded = load_model(model_name, dtype=args.dtype, device=args.device)
+        dtype = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
+        for probe in args.probe:
+            masks, rows = {}, []
+            load = [os.getloadavg()[0]]
+            for method in ["perturbation", "attribution"]:
+                t = time.perf_counter()
+                masks[method] = locate(
+                    loaded, LocatorConfig(method=method, text=texts[probe], minimize=True, progress=False)
+                )
+                whole = time.perf_counter() - t
+                rows.append((method, ranker_seconds[-1], whole))
+                load.append(os.getloadavg()[0])
+            tokens = masks["perturbation"].locator["probe_tokens"]
+            print(
+                f"\n## {loaded.display_name}, {probe} probe ({tokens} tokens), {loaded.device}, {dtype}, "
+                f"torch threads {torch.get_num_threads()}\n"
+            )
+            print(
+                "| method | stage 1 (s) | whole locate incl. --minimize (s) | critical set | Delta | minimal set "
+                "| first ranked channels |"
+            )
+            print("|---|--:|--:|--:|--:|--:|---|")
+            for method, stage1, whole in rows:
+                m = masks[method]
+                minimal = len(m.minimal.neurons) if m.minimal else "-"
+                first = ", ".join(short(r.neuron) for r in m.ranking[:5])
+                print(
+                    f"| `{method}` | {stage1:.1f} | {whole:.1f} | {len(m.neurons)} | {m.critical.delta:.3f} "
+                    f"| {minimal} | {first} |"
+                )
+            p, a = masks["perturbation"], masks["attribution"]
+            print(f"\ncritical sets: {overlap(p.neurons, a.neurons)}")
+            if p.minimal and a.minimal:
+                print(f"minimal sets: {overlap(p.minimal.neurons, a.minimal.neurons)}")
+            print(f"load average (1 min) before, between and after: {', '.join(f'{x:.2f}' for x in load)}")
+            out.append(
+                {
+                    "model": loaded.display_name,
+                    "probe": probe,
+                    "tokens": tokens,
+                    "rows": [
+                        {
+                            "method": method,
+                            "stage1_s": stage1,
+                            "whole_s": whole,
+                            "critical": [[n.module, n.channel] for n in masks[method].neurons],
+                            "delta": masks[method].critical.delta,
+                            "minimal": [[n.module, n.channel] for n in masks[method].minimal.neurons]
+                            if masks[method].minimal
+                            else None,
+                        }
+                        for method, stage1, whole in rows
+                    ],
+                }
+            )
+    print(json.dumps(out), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
