@@ -162,6 +162,12 @@ def stage1_forwards(mask) -> int:
     return 1 + -(-used // batch)
 
 
+def stage2_forwards(mask) -> int:
+    """Batched forwards of masked sets in stage 2 (an auto run's looks included), plus the baseline's one."""
+    auto = mask.locator.get("samples_auto") or {}
+    return 1 + (mask.critical.forward_passes or 0) + auto.get("look_forwards", 0)
+
+
 def independent_delta(model, test_ids, neurons) -> float:
     """Delta of ``neurons`` on ``test_ids`` from two plain forwards (unmasked, then masked by hooks)."""
     from lm_eval_achilles.locator.perplexity import delta, mean_nll
@@ -228,7 +234,7 @@ def bench_fastest(args) -> int:
                 samples = mask.locator.get("samples_used", "-")
                 print(
                     f"| {name} | {seconds:.1f} | {paper_s / seconds:.2f}x | {samples} | {stage1_forwards(mask)} "
-                    f"| {1 + (c.forward_passes or 0)} | {size}{' (same)' if same else ''} | {c.delta:.3f} "
+                    f"| {stage2_forwards(mask)} | {size}{' (same)' if same else ''} | {c.delta:.3f} "
                     f"| {indep:.3f} | {'yes' if valid else 'no'} |"
                 )
             fast = min((r for r in rows if r[2] and r[0] != "paper"), key=lambda r: r[1], default=None)
@@ -253,7 +259,7 @@ def bench_fastest(args) -> int:
                                 "samples_used": m.locator.get("samples_used"),
                                 "neurons": [[x.module, x.channel] for x in m.neurons],
                                 "delta": m.critical.delta,
-                                "stage2_forwards": m.critical.forward_passes,
+                                "stage2_forwards": stage2_forwards(m),
                             }
                             for s, m in rs
                         ]

@@ -15,7 +15,7 @@ from lm_eval_achilles.locator.perplexity import delta, encode, mean_nll
 from lm_eval_achilles.locator.perturbation import perturbation_scores
 from lm_eval_achilles.locator.ranking import rank_scores
 from lm_eval_achilles.locator.search import greedy_search
-from lm_eval_achilles.mask.mask_file import Neuron, load_mask, save_mask
+from lm_eval_achilles.mask.mask_file import Neuron, distinct, load_mask, save_mask
 from lm_eval_achilles.mask.masking import masked
 
 
@@ -179,6 +179,25 @@ def test_samples_auto_gives_the_k100_critical_set_with_fewer_samples(embedded, l
     assert auto.locator["samples_auto"]["stable"] is True and auto.locator["samples_auto"]["cap"] == 100
     assert located.locator["samples_used"] == 100  # a fixed K records it too
     assert auto.critical.delta == pytest.approx(located.critical.delta, abs=1e-3)
+    # the kept look's ranking is in the file, and the set is the prefix of it that stage 2 found
+    looks = auto.locator["samples_auto"]["looks"]
+    assert [k for k, _, _ in looks][-1] == auto.locator["samples_auto"]["samples_drawn"] and used in [
+        k for k, _, _ in looks
+    ]
+    assert auto.neurons == distinct(auto.ranking[: auto.critical.size])
+
+
+@pytest.mark.parametrize("settings", [dict(samples="auto"), dict(method="attribution")], ids=["auto", "attribution"])
+def test_each_faster_path_gives_a_set_that_collapses_by_an_independent_perplexity(embedded, settings):
+    """``--samples auto`` and ``--method attribution``: the set each writes crosses epsilon when measured
+    again by two plain forwards (unmasked, then masked through the hooks), not stage 2's batched rows."""
+    mask = locate(embedded, LocatorConfig(progress=False, **settings))
+    ids = encode(embedded.tokenizer, PROBE_TEXT)
+    base = float(mean_nll(embedded.model, ids)[0])
+    with masked(embedded.model, mask.neurons):
+        independent = delta(float(mean_nll(embedded.model, ids)[0]), base)
+    assert mask.neurons and independent >= 1.0
+    assert independent == pytest.approx(mask.critical.delta, abs=1e-3)
 
 
 def test_incremental_stage1_draws_the_fixed_k_noise_stream(tiny_llama):

@@ -189,3 +189,36 @@ def test_search_setting_is_recorded_and_old_files_read_as_linear():
     assert LocatorConfig.from_record({"method": "perturbation"}).search == "linear"  # written before the field
     assert LocatorConfig.from_record(LocatorConfig(search="galloping").to_record()).search == "galloping"
     assert LocatorConfig.from_model_args({"locate_search": "linear"}).search == "linear"
+
+
+# ---- --samples auto's looks: a bound, and prefixes the memo already knows --------------------------------
+
+
+def test_a_bounded_look_measures_the_bound_first_and_stops_there_when_it_does_not_cross():
+    values = [0.0] * 20 + [2.0] * 80  # crosses at 21
+    calls: list = []
+    ident = lambda v: v  # noqa: E731
+    walk = galloping_walk(oracle(values, 1, calls), 100, ident, 1.0, 1, exhaustive=False, at_most=13)
+    assert walk.found is None and calls == [[13]] and "at or before prefix 13" in walk.note
+    calls.clear()  # the bound crosses and the prefix before it does not: the bound is the answer, 2 rows
+    walk = galloping_walk(oracle(values, 1, calls), 100, ident, 1.0, 1, exhaustive=False, at_most=21)
+    assert walk.found == 21 and calls == [[21], [20]]
+    calls.clear()  # a shorter crossing: bisection below the bound finds the linear walk's answer
+    walk = galloping_walk(oracle(values, 1, calls), 100, ident, 1.0, 1, exhaustive=False, at_most=60)
+    assert walk.found == 21 == linear_walk(oracle(values, 8, []), 100, ident, 1.0, 8).found
+
+
+def test_prefixes_known_to_the_memo_come_free_and_a_known_crossing_skips_the_doublings():
+    values = [0.1 * i for i in range(1, 101)]  # crosses 1.0 at 10
+    ident = lambda v: v  # noqa: E731
+    known = {9, 10}  # a previous search on this ranking measured these
+    calls: list = []
+
+    def measure(indices):
+        new = [i for i in indices if i not in known]
+        if new:
+            calls.append(new)
+        return [values[i - 1] for i in indices]
+
+    walk = galloping_walk(measure, 100, ident, 1.0, 8, key=lambda i: i, known=lambda k: k in known)
+    assert walk.found == 10 and calls == []  # no forward: 9 below, 10 above, read from the memo

@@ -124,6 +124,7 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
     look_cfg = replace(cfg, search="galloping", progress=False, search_batch_size=1)
     looks: list[list] = []  # [samples, critical set's distinct channels (0: none), Delta] per look, recorded
     stop, best, kept, kept_size = False, None, None, 0  # kept: the ranking of look ``best``, its prefix size
+    look_forwards = 0
     desc = "stage 1: noisy samples (auto)"
     with tqdm(total=p.AUTO_CAP, desc=desc, disable=not cfg.progress, unit="sample") as bar:
         while True:
@@ -133,6 +134,7 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
             bound = None if best is None else kept_size
             look = search_ranking(model, test_ids, ranking, look_cfg, memo, exhaustive=False, at_most=bound)
             found = len(look.neurons) if look.size else 0
+            look_forwards += look.forward_passes
             looks.append([state.samples, found, round(look.delta, 4) if found else None])
             stop, best = p.auto_decision([(k, n) for k, n, _ in looks])
             if best == len(looks) - 1:
@@ -152,6 +154,7 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
                 "criterion": "smallest set",
                 "stable": bool(stop),
                 "samples_drawn": state.samples,
+                "look_forwards": look_forwards,
                 "check_every": p.AUTO_CHECK,
                 "min_samples": p.AUTO_MIN,
                 "cap": p.AUTO_CAP,
