@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--probe", nargs="+", choices=["default", "long"], default=["default", "long"])
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--max-evals", type=int, default=None, help="--minimize's budget of sets (default: the package's)")
     args = ap.parse_args()
 
     from lm_eval_achilles.defaults import PROBE_TEXT
@@ -67,6 +68,7 @@ def main() -> int:
         return run
 
     locate_module.get_ranker = timed_ranker
+    budget = {} if args.max_evals is None else {"max_evals": args.max_evals}
     out = []
     for model_name in args.model or [None]:
         loaded = load_model(model_name, dtype=args.dtype, device=args.device)
@@ -77,7 +79,7 @@ def main() -> int:
             for method in ["perturbation", "attribution"]:
                 t = time.perf_counter()
                 masks[method] = locate(
-                    loaded, LocatorConfig(method=method, text=texts[probe], minimize=True, progress=False)
+                    loaded, LocatorConfig(method=method, text=texts[probe], minimize=True, progress=False, **budget)
                 )
                 whole = time.perf_counter() - t
                 rows.append((method, ranker_seconds[-1], whole))
@@ -94,7 +96,9 @@ def main() -> int:
             print("|---|--:|--:|--:|--:|--:|---|")
             for method, stage1, whole in rows:
                 m = masks[method]
-                minimal = len(m.minimal.neurons) if m.minimal else "-"
+                minimal = "-" if m.minimal is None else len(m.minimal.neurons)
+                if m.minimal is not None and not m.minimal.verified_minimal:
+                    minimal = f"{minimal} (not verified: {m.minimal.stopping_reason})"
                 first = ", ".join(short(r.neuron) for r in m.ranking[:5])
                 print(
                     f"| `{method}` | {stage1:.1f} | {whole:.1f} | {len(m.neurons)} | {m.critical.delta:.3f} "

@@ -144,6 +144,11 @@ FAST_SETTINGS: dict[str, dict] = {
     "K=20": dict(samples=20, batch_size=20),
     "K=10": dict(samples=10, batch_size=10),
     "K=5": dict(samples=5, batch_size=5),
+    "K=2": dict(samples=2, batch_size=2),
+    "K=1": dict(samples=1, batch_size=1),
+    # one masked set per stage-2 forward: fewer rows in all (on a CPU each row costs), more forwards
+    "K=5, 1 set/forward": dict(samples=5, batch_size=5, search_batch_size=1),
+    "K=1, 1 set/forward": dict(samples=1, batch_size=1, search_batch_size=1),
     "attribution": dict(method="attribution"),
 }
 

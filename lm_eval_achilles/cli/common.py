@@ -169,7 +169,8 @@ def add_locator_arguments(p, taken: tuple[str, ...] = (), minimize: bool = True)
     add(
         "samples",
         type=samples_arg,
-        help=f"noisy samples K, or 'auto': stop when the ranking is stable (default {d.SAMPLES})",
+        help=f"noisy samples K, or 'auto': add 10 at a time, keep the smallest critical set found, stop when more "
+        f"samples find none smaller (at least 20, at most 100; default {d.SAMPLES})",
     )
     add("seed", type=non_negative_int, help=f"noise seed of stage 1 (default {d.SEED})")
     add(
