@@ -75,18 +75,18 @@ def test_search_evaluates_each_distinct_set_once_and_uses_the_batch_size(tiny_ll
         )
     # 4 distinct sets ({a}, {a,b}, {a,b,c}, {a,b,c,d}) in forwards of at most 3 rows, and the baseline
     assert seen.rows[0] == 1 and sorted(seen.rows[1:]) == [1, 3] and res.stopping_reason == "ranking_exhausted"
-    assert len(memo) == 4
+    assert len(memo) == 5 and memo[frozenset()] == res.baseline_nll  # the 4 sets, and the baseline
     prefixes = {1: [a], 2: [a], 3: [a, b], 4: [a, b], 5: [a, b, c], 6: [a, b, c], 7: [a, b, c], 8: [a, b, c, d]}
     curve = dict(res.curve)
     for n, neurons in prefixes.items():  # every prefix's NLL is its set's, re-measured alone
         assert curve[n] == pytest.approx(_alone(tiny_llama, neurons), abs=1e-5)
     assert curve[1] == curve[2] and curve[5] == curve[6] == curve[7]
-    # a second search on the same text reuses the memo: only the baseline is computed
+    # a second search on the same text reuses the memo, the baseline too: no forward at all
     with _Rows(tiny_llama) as again:
         res2 = greedy_search(
             tiny_llama, IDS, ranking, epsilon=100.0, batch_size=3, progress=False, memo=memo, search="linear"
         )
-    assert again.rows == [1] and res2.curve == res.curve
+    assert again.rows == [] and res2.curve == res.curve
     # the crossing is where the re-measured Delta first reaches epsilon
     eps = max(delta(curve[n], base) for n in prefixes) * 0.999
     res3 = greedy_search(tiny_llama, IDS, ranking, epsilon=eps, batch_size=3, progress=False, search="linear")
