@@ -15,14 +15,11 @@ def print_locate_summary(mask: MaskFile, model_name: str, path) -> None:
     loc = LocatorConfig.from_record(mask.locator)
     used = mask.locator.get("samples_used")  # a fact of the run, not a setting
     drawn = (mask.locator.get("samples_auto") or {}).get("samples_drawn", used)
+    auto = f" (ranking of {used} samples" + (f", {drawn} drawn)" if drawn != used else ")")
     print(f"model      {model_name}  [{mask.model.architecture}, fingerprint {mask.model.fingerprint}]")
     print(
         f"method     {loc.method}  alpha={loc.alpha} K={loc.samples}"
-        + (
-            f" (ranking of {used} samples" + (f", {drawn} drawn" if drawn != used else "") + ")"
-            if loc.samples == "auto"
-            else ""
-        )
+        + (auto if loc.samples == "auto" else "")
         + f" seed={loc.seed} epsilon={loc.epsilon} step={loc.step} granularity={loc.granularity} "
         f"probe={mask.locator.get('probe_tokens')} tokens"
     )

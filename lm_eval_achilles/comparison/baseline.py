@@ -39,6 +39,7 @@ from lm_eval_achilles.comparison.specs import degradation, matching_rows
 from lm_eval_achilles.comparison.stats import paired_bootstrap
 from lm_eval_achilles.errors import AchillesError
 from lm_eval_achilles.locator.config import LocatorConfig
+from lm_eval_achilles.locator.search import walked
 from lm_eval_achilles.mask.mask_file import MaskFile, Neuron
 
 BASELINE_RULES = {
@@ -87,10 +88,8 @@ def tried_size(mask: MaskFile) -> int:
     sizes = {int(n) for n, _ in mask.critical.curve}
     if mask.critical.stopping_reason != "patience":
         return max(sizes, default=0)
-    step, n = int(mask.locator.get("step", 1)), 0
-    while n + step in sizes:
-        n += step
-    return n
+    step = int(mask.locator.get("step", 1))
+    return step * walked({n // step for n in sizes if n % step == 0})
 
 
 @dataclass

@@ -133,7 +133,7 @@ def adaptive_locate(model, probe_ids, test_ids, names, cfg: LocatorConfig) -> Lo
             # after the first set, a look only asks whether this ranking crosses at or before the kept size
             bound = None if best is None else kept_size
             look = search_ranking(model, test_ids, ranking, look_cfg, memo, exhaustive=False, at_most=bound)
-            found = len(look.neurons) if look.size else 0
+            found = len(look.neurons)  # distinct channels; none when nothing crossed
             look_forwards += look.forward_passes
             looks.append([state.samples, found, round(look.delta, 4) if found else None])
             stop, best = p.auto_decision([(k, n) for k, n, _ in looks])

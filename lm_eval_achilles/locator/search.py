@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -143,7 +143,7 @@ def stalled(deltas: Sequence[float], patience: int) -> bool:
     return max(deltas[-patience:]) <= max(deltas[:-patience])
 
 
-def walked(points: dict[int, float]) -> int:
+def walked(points: Collection[int]) -> int:
     """The longest run 1..k of indices that were all measured (what a stopped linear walk covered)."""
     k = 0
     while k + 1 in points:
@@ -237,7 +237,8 @@ def galloping_walk(
         _measure(measure, [at_most], points)
         if bracket()[1] is None:
             return Walk(None, points, None, f"no crossing at or before prefix {at_most} (not walked further)")
-        _measure(measure, [i for i in (at_most - 1,) if i >= 1], points)
+        if at_most > 1:
+            _measure(measure, [at_most - 1], points)
     if bracket()[1] is not None:  # a crossing is known already: straight to the bisection below it
         gallop = []
         why = non_monotone(points, delta_of, epsilon, tolerance)
