@@ -1,3 +1,4 @@
+import signal
 import threading
 import time
 
@@ -129,6 +130,34 @@ def test_time_limit_interrupts_in_main_thread_and_worker_thread():
     t.start()
     t.join(2.0)
     assert box.get("timed_out")
+
+
+class _SlowFinalizer:
+    """Spends its time in ``__del__``, where Python prints and drops any exception raised."""
+
+    def __del__(self):
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_time_limit_survives_an_alarm_lost_in_a_finalizer():
+    # The first alarm fires inside __del__ and is dropped (as one did inside a weakref callback in a
+    # sympy check on CI); the limit must still stop the computation that follows.
+    def lose_first_alarm_then_spin():
+        _SlowFinalizer()
+        end = time.perf_counter() + 5
+        while time.perf_counter() < end:
+            pass
+        return "finished"
+
+    start = time.perf_counter()
+    with pytest.raises(sympy_check.SympyTimeout):
+        sympy_check.run_with_time_limit(lose_first_alarm_then_spin, 0.05)
+    assert time.perf_counter() - start < 2.0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # disarmed afterwards
+    assert sympy_check.run_with_time_limit(lambda: 7, 0.05) == 7
 
 
 def test_score_needs_meaningful_response():

@@ -17,6 +17,8 @@ from typing import TypeVar
 
 #: seconds allowed for one sympy equivalence check
 SYMPY_TIME_LIMIT = 5.0
+#: after the limit, the alarm repeats this often until the check has stopped (a lost alarm is retried)
+REFIRE_SECONDS = 0.1
 T = TypeVar("T")
 
 
@@ -27,7 +29,10 @@ class SympyTimeout(Exception):
 def run_with_time_limit(fn: Callable[[], T], seconds: float | None) -> T:
     """Run ``fn`` with a wall-clock limit; raise :class:`SympyTimeout` when it is exceeded.
 
-    In the main thread a SIGALRM timer interrupts the computation itself. Elsewhere (or when another
+    In the main thread a SIGALRM timer interrupts the computation itself. The timer keeps firing
+    every :data:`REFIRE_SECONDS` after the limit until ``fn`` stops: an exception raised while Python
+    runs a ``__del__`` or a weakref callback is printed and dropped ("Exception ignored in ..."), so a
+    single alarm can be lost and the computation would run on unbounded. Elsewhere (or when another
     timer is already armed) the call runs in a daemon thread that is abandoned on time-out -- the
     result is still "not equal", the leftover thread only costs CPU until it finishes.
     """
@@ -35,15 +40,18 @@ def run_with_time_limit(fn: Callable[[], T], seconds: float | None) -> T:
         return fn()
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+            running = [True]
 
             def _raise(signum, frame):
-                raise SympyTimeout()
+                if running[0]:  # a late alarm after fn stopped must not escape into the caller
+                    raise SympyTimeout()
 
             previous = signal.signal(signal.SIGALRM, _raise)
-            signal.setitimer(signal.ITIMER_REAL, seconds)
+            signal.setitimer(signal.ITIMER_REAL, seconds, min(seconds, REFIRE_SECONDS))
             try:
                 return fn()
             finally:
+                running[0] = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
     box: dict = {}
