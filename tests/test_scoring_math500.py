@@ -195,7 +195,7 @@ def test_huge_numbers_are_rejected_before_sympy_computes_them(pred, gold):
     assert grade("2**(1/2)", r"\sqrt{2}").correct  # sympy imported and warm
     start = time.perf_counter()
     assert not grade(pred, gold).correct
-    assert time.perf_counter() - start < 0.25
+    assert time.perf_counter() - start < 1.0  # computing any of them takes minutes
 
 
 def test_huge_numbers_are_rejected_quickly_off_the_main_thread_too():
