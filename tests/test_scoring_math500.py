@@ -105,16 +105,18 @@ def test_sympy_time_limit_returns_false_quickly():
     assert time.perf_counter() - start < 2.0
 
 
-def test_time_limit_interrupts_in_main_thread_and_worker_thread():
-    def spin():
-        end = time.perf_counter() + 5
-        while time.perf_counter() < end:
-            pass
-        return "finished"
+def _spin(seconds: float) -> str:
+    """Busy Python code for ``seconds`` (interruptible by a signal between bytecodes)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return "finished"
 
+
+def test_time_limit_interrupts_in_main_thread_and_worker_thread():
     start = time.perf_counter()
     with pytest.raises(sympy_check.SympyTimeout):
-        sympy_check.run_with_time_limit(spin, 0.1)
+        sympy_check.run_with_time_limit(lambda: _spin(5), 0.1)
     assert time.perf_counter() - start < 1.0
     assert sympy_check.run_with_time_limit(lambda: 7, 1.0) == 7
 
@@ -136,9 +138,7 @@ class _SlowFinalizer:
     """Spends its time in ``__del__``, where Python prints and drops any exception raised."""
 
     def __del__(self):
-        end = time.perf_counter() + 0.3
-        while time.perf_counter() < end:
-            pass
+        _spin(0.3)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -147,10 +147,7 @@ def test_time_limit_survives_an_alarm_lost_in_a_finalizer():
     # sympy check on CI); the limit must still stop the computation that follows.
     def lose_first_alarm_then_spin():
         _SlowFinalizer()
-        end = time.perf_counter() + 5
-        while time.perf_counter() < end:
-            pass
-        return "finished"
+        return _spin(5)
 
     start = time.perf_counter()
     with pytest.raises(sympy_check.SympyTimeout):
