@@ -23,17 +23,12 @@ import time
 import torch
 
 
-def short(neuron) -> str:
-    """``L11.down_proj:507`` from ``model.layers.11.mlp.down_proj`` channel 507."""
-    parts = neuron.module.split(".")
-    layer = next((p for p in parts if p.isdigit()), "")
-    return f"L{layer}.{parts[-1]}:{neuron.channel}" if layer else f"{neuron.module}:{neuron.channel}"
+def shared(a, b) -> str:
+    """The overlap of two sets of channels, as a table cell (the regression check's own measure)."""
+    from lm_eval_achilles.comparison.baseline import overlap
 
-
-def overlap(a, b) -> str:
-    a, b = {(n.module, n.channel) for n in a}, {(n.module, n.channel) for n in b}
-    union = a | b
-    return f"{len(a & b)} shared, Jaccard {len(a & b) / len(union):.2f}" if union else "-"
+    common, jaccard = overlap(a, b)
+    return f"{common} shared, Jaccard {jaccard:.2f}" if a or b else "-"
 
 
 def main() -> int:
@@ -49,6 +44,7 @@ def main() -> int:
     from lm_eval_achilles.locator.config import LocatorConfig
     from lm_eval_achilles.locator.locate import locate
     from lm_eval_achilles.models.loading import load_model
+    from lm_eval_achilles.paper.studies.common import short
     from lm_eval_achilles.paper.studies.texts import WIKITEXT
 
     locate_module = importlib.import_module("lm_eval_achilles.locator.locate")
@@ -99,15 +95,15 @@ def main() -> int:
                 minimal = "-" if m.minimal is None else len(m.minimal.neurons)
                 if m.minimal is not None and not m.minimal.verified_minimal:
                     minimal = f"{minimal} (not verified: {m.minimal.stopping_reason})"
-                first = ", ".join(short(r.neuron) for r in m.ranking[:5])
+                first = ", ".join(short(r) for r in m.ranking[:5])
                 print(
                     f"| `{method}` | {stage1:.1f} | {whole:.1f} | {len(m.neurons)} | {m.critical.delta:.3f} "
                     f"| {minimal} | {first} |"
                 )
             p, a = masks["perturbation"], masks["attribution"]
-            print(f"\ncritical sets: {overlap(p.neurons, a.neurons)}")
+            print(f"\ncritical sets: {shared(p.neurons, a.neurons)}")
             if p.minimal and a.minimal:
-                print(f"minimal sets: {overlap(p.minimal.neurons, a.minimal.neurons)}")
+                print(f"minimal sets: {shared(p.minimal.neurons, a.minimal.neurons)}")
             print(f"load average (1 min) before, between and after: {', '.join(f'{x:.2f}' for x in load)}")
             out.append(
                 {
