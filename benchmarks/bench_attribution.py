@@ -40,15 +40,15 @@ def main() -> int:
     ap.add_argument("--max-evals", type=int, default=None, help="--minimize's budget of sets (default: the package's)")
     args = ap.parse_args()
 
-    from lm_eval_achilles.defaults import PROBE_TEXT
+    from bench_locate import dtype_of, probe_texts  # the same texts and dtype label as --fastest
+
     from lm_eval_achilles.locator.config import LocatorConfig
     from lm_eval_achilles.locator.locate import locate
     from lm_eval_achilles.models.loading import load_model
     from lm_eval_achilles.paper.studies.common import short
-    from lm_eval_achilles.paper.studies.texts import WIKITEXT
 
     locate_module = importlib.import_module("lm_eval_achilles.locator.locate")
-    texts = {"default": PROBE_TEXT, "long": " ".join(WIKITEXT)}
+    texts = probe_texts()
     ranker_seconds: list[float] = []
     original = locate_module.get_ranker
 
@@ -68,7 +68,7 @@ def main() -> int:
     out = []
     for model_name in args.model or [None]:
         loaded = load_model(model_name, dtype=args.dtype, device=args.device)
-        dtype = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
+        dtype = dtype_of(loaded)
         for probe in args.probe:
             masks, rows = {}, []
             load = [os.getloadavg()[0]]

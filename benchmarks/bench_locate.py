@@ -186,14 +186,13 @@ def independent_delta(model, test_ids, neurons) -> float:
 def bench_fastest(args) -> int:
     import os
 
-    from lm_eval_achilles.defaults import MAX_PPL_TOKENS, PROBE_TEXT
+    from lm_eval_achilles.defaults import MAX_PPL_TOKENS
     from lm_eval_achilles.locator.config import LocatorConfig
     from lm_eval_achilles.locator.locate import locate
     from lm_eval_achilles.locator.perplexity import encode
     from lm_eval_achilles.models.loading import load_model
-    from lm_eval_achilles.paper.studies.texts import WIKITEXT
 
-    texts = {"default": PROBE_TEXT, "long": " ".join(WIKITEXT)}
+    texts = probe_texts()
     names = ["paper"] + [n for n in FAST_SETTINGS if n in args.settings or not args.settings]
     summary = []
     for model_name in args.model or [None]:
@@ -277,7 +276,18 @@ def bench_fastest(args) -> int:
 
 
 def dtype_of(loaded) -> str:
-    return str(next(loaded.model.parameters()).dtype).replace("torch.", "")
+    """The loaded model's weight dtype, as ``float32``."""
+    from lm_eval_achilles.formatting import dtype_name
+
+    return dtype_name(next(loaded.model.parameters()).dtype)
+
+
+def probe_texts() -> dict[str, str]:
+    """``--probe``'s texts: ``default``, the paper's probe; ``long``, the studies' WikiText-style paragraphs."""
+    from lm_eval_achilles.defaults import PROBE_TEXT
+    from lm_eval_achilles.paper.studies.texts import WIKITEXT
+
+    return {"default": PROBE_TEXT, "long": " ".join(WIKITEXT)}
 
 
 def main() -> int:
